@@ -1,0 +1,27 @@
+"""jrnn: functional recurrent neural networks for JAX.
+
+Params are pytrees made by `Kind.init`; `cell_apply` is one pure step and `rnn_apply` runs a cell
+over a sequence by `lax.scan` or an unrolled loop.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from jrnn.cells.gru import GRU
+from jrnn.cells.lstm import LSTM, LSTMState
+from jrnn.cells.simple_rnn import SimpleRNN
+from jrnn.rnn import cell_apply, initial_state, rnn_apply
+
+try:
+    __version__ = version("jrnn")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "GRU",
+    "LSTM",
+    "LSTMState",
+    "SimpleRNN",
+    "cell_apply",
+    "initial_state",
+    "rnn_apply",
+]

@@ -1,0 +1,1 @@
+"""Cell kinds: one module each (params class, `init`, `project`, `recur`)."""

@@ -1,0 +1,68 @@
+"""What every cell shares: argument checks for `init`, sizes read off the arrays, the state dtype."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jrnn.initializers import INITIALIZERS
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int; got {value!r}")
+    return int(value)
+
+
+def check_choice(name: str, value, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"Unknown `{name}` {value!r}; expected one of {tuple(choices)}")
+    return value
+
+
+def check_init_args(input_size, hidden_size, initializer, dtype):
+    """Validates the arguments every `init` takes; returns `(input_size, hidden_size, dtype)`."""
+    input_size = check_positive_int("input_size", input_size)
+    hidden_size = check_positive_int("hidden_size", hidden_size)
+    check_choice("initializer", initializer, INITIALIZERS)
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`dtype` must be a floating dtype; got {dtype}")
+    return input_size, hidden_size, dtype
+
+
+class CellBase:
+    """Mixin for the params dataclasses: sizes come from the arrays, so they are never out of sync."""
+
+    gates: int = 1  # number of gate blocks G in `kernel [I, G*H]`
+
+    @property
+    def input_size(self) -> int:
+        return self.kernel.shape[-2]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.recurrent_kernel.shape[-2]
+
+    @property
+    def dtype(self):
+        return self.kernel.dtype
+
+    @property
+    def state_dtype(self):
+        """The carried state stays at least float32 (bfloat16 params still carry a float32 state)."""
+        return jnp.promote_types(self.kernel.dtype, jnp.float32)
+
+    def zero_state(self, batch_shape: tuple[int, ...] = ()):
+        """Zeros `[*batch_shape, H]` (an `LSTMState` of two for the LSTM)."""
+        return jnp.zeros((*batch_shape, self.hidden_size), self.state_dtype)
+
+    def project(self, x: jnp.ndarray) -> jnp.ndarray:
+        """Input projection `x [..., I] -> gx [..., G*H]`: `x @ kernel` plus the input bias."""
+        gx = x.astype(self.dtype) @ self.kernel
+        bias = self.input_bias
+        return gx if bias is None else gx + bias
+
+    @property
+    def input_bias(self):
+        return self.bias

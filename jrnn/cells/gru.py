@@ -1,0 +1,74 @@
+"""GRU cell, Keras gate order `z, r, h`, both `reset_after` variants."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jrnn.cells.base import CellBase, check_init_args
+from jrnn.initializers import rnn_weights
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class GRU(CellBase):
+    """Params of a GRU cell (Keras `GRUCell`; `reset_after=True` is PyTorch's `nn.GRUCell`).
+
+    `h' = z * h + (1 - z) * hh`, with `hh = tanh(x W_h + b_h + r * (h U_h + b'_h))` when
+    `reset_after` (the reset gate applied after the recurrent matmul, as cuDNN and PyTorch do), and
+    `hh = tanh(x W_h + b_h + (r * h) U_h)` otherwise.
+
+    Attributes:
+      kernel: `[I, 3H]`, columns `z, r, h`.
+      recurrent_kernel: `[H, 3H]`.
+      bias: `[2, 3H]` (row 0 input bias, row 1 recurrent bias) when `reset_after`, else `[3H]`; or None.
+      reset_after: static.
+    """
+
+    kernel: jax.Array
+    recurrent_kernel: jax.Array
+    bias: Optional[jax.Array]
+    reset_after: bool = dataclasses.field(default=True, metadata=dict(static=True))
+
+    gates = 3
+
+    @classmethod
+    def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, reset_after: bool = True,
+             use_bias: bool = True, initializer: str = "keras", dtype=jnp.float32) -> "GRU":
+        """Makes params: Keras' initializers by default, `initializer="pytorch"` for U(+-1/sqrt(H))."""
+        input_size, hidden_size, dtype = check_init_args(input_size, hidden_size, initializer, dtype)
+        if not isinstance(reset_after, bool):
+            raise TypeError(f"`reset_after` must be a bool; got {reset_after!r}")
+        bias_shape = ((2, 3 * hidden_size) if reset_after else (3 * hidden_size,)) if use_bias else None
+        kernel, recurrent, bias = rnn_weights(
+            key, input_size, hidden_size, 3, bias_shape, initializer, dtype)
+        return cls(kernel, recurrent, bias, reset_after)
+
+    @property
+    def input_bias(self):
+        if self.bias is None or not self.reset_after:
+            return self.bias
+        return self.bias[0]
+
+    def recur(self, gx: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One step from `gx [..., 3H]` and `h [..., H]`; returns `(h', h')`."""
+        hc = h.astype(self.dtype)
+        H = self.hidden_size
+        if self.reset_after:
+            inner = hc @ self.recurrent_kernel
+            if self.bias is not None:
+                inner = inner + self.bias[1]
+            xz, xr, xh = jnp.split(gx, 3, axis=-1)
+            hz, hr, hh = jnp.split(inner, 3, axis=-1)
+            z = jax.nn.sigmoid(xz + hz)
+            r = jax.nn.sigmoid(xr + hr)
+            cand = jnp.tanh(xh + r * hh)
+        else:
+            zr = jax.nn.sigmoid(gx[..., :2 * H] + hc @ self.recurrent_kernel[:, :2 * H])
+            z, r = zr[..., :H], zr[..., H:]
+            cand = jnp.tanh(gx[..., 2 * H:] + (r * hc) @ self.recurrent_kernel[:, 2 * H:])
+        h_new = (z * hc + (1 - z) * cand).astype(self.state_dtype)
+        return h_new, h_new

@@ -1,0 +1,67 @@
+"""LSTM cell, Keras gate order `i, f, c, o`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jrnn.cells.base import CellBase, check_init_args
+from jrnn.initializers import rnn_weights
+
+
+class LSTMState(NamedTuple):
+    """The LSTM state: hidden `h [..., H]` and cell `c [..., H]`."""
+
+    h: jax.Array
+    c: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LSTM(CellBase):
+    """Params of an LSTM cell (Keras `LSTMCell`, PyTorch `nn.LSTMCell` with `b_ih + b_hh` summed).
+
+    Attributes:
+      kernel: `[I, 4H]`, columns `i, f, c, o`.
+      recurrent_kernel: `[H, 4H]`.
+      bias: `[4H]`, or None.
+    """
+
+    kernel: jax.Array
+    recurrent_kernel: jax.Array
+    bias: Optional[jax.Array]
+
+    gates = 4
+
+    @classmethod
+    def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, use_bias: bool = True,
+             unit_forget_bias: bool = True, initializer: str = "keras", dtype=jnp.float32) -> "LSTM":
+        """Makes params.
+
+        With `initializer="keras"` and `unit_forget_bias`, the forget-gate bias starts at 1 (Jozefowicz
+        et al., 2015: the cell remembers by default early in training), the other biases at 0. With
+        `initializer="pytorch"` every array is U(+-1/sqrt(H)) and `unit_forget_bias` is ignored.
+        """
+        input_size, hidden_size, dtype = check_init_args(input_size, hidden_size, initializer, dtype)
+        kernel, recurrent, bias = rnn_weights(
+            key, input_size, hidden_size, 4, (4 * hidden_size,) if use_bias else None, initializer, dtype)
+        if bias is not None and initializer == "keras" and unit_forget_bias:
+            bias = bias.at[hidden_size:2 * hidden_size].set(1)
+        return cls(kernel, recurrent, bias)
+
+    def zero_state(self, batch_shape: tuple[int, ...] = ()) -> LSTMState:
+        zeros = jnp.zeros((*batch_shape, self.hidden_size), self.state_dtype)
+        return LSTMState(zeros, zeros)
+
+    def recur(self, gx: jax.Array, state: LSTMState) -> tuple[jax.Array, LSTMState]:
+        """One step from `gx [..., 4H]` and `LSTMState(h, c)`; returns `(h', LSTMState(h', c'))`."""
+        h, c = state
+        z = gx + h.astype(self.dtype) @ self.recurrent_kernel
+        i, f, g, o = jnp.split(z, 4, axis=-1)
+        c_new = jax.nn.sigmoid(f) * c.astype(self.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+        h_new, c_new = h_new.astype(self.state_dtype), c_new.astype(self.state_dtype)
+        return h_new, LSTMState(h_new, c_new)

@@ -1,0 +1,55 @@
+"""SimpleRNN (Elman) cell: `h' = act(x @ kernel + h @ recurrent_kernel + bias)`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jrnn.cells.base import CellBase, check_choice, check_init_args
+from jrnn.initializers import rnn_weights
+
+ACTIVATIONS = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "linear": lambda z: z,
+}
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SimpleRNN(CellBase):
+    """Params of a SimpleRNN cell (Keras `SimpleRNNCell`, PyTorch `nn.RNNCell`).
+
+    Attributes:
+      kernel: `[I, H]`.
+      recurrent_kernel: `[H, H]`.
+      bias: `[H]`, or None.
+      activation: static; one of "tanh", "relu", "sigmoid", "linear".
+    """
+
+    kernel: jax.Array
+    recurrent_kernel: jax.Array
+    bias: Optional[jax.Array]
+    activation: str = dataclasses.field(default="tanh", metadata=dict(static=True))
+
+    gates = 1
+
+    @classmethod
+    def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, activation: str = "tanh",
+             use_bias: bool = True, initializer: str = "keras", dtype=jnp.float32) -> "SimpleRNN":
+        """Makes params: Keras' initializers by default, `initializer="pytorch"` for U(+-1/sqrt(H))."""
+        input_size, hidden_size, dtype = check_init_args(input_size, hidden_size, initializer, dtype)
+        check_choice("activation", activation, ACTIVATIONS)
+        kernel, recurrent, bias = rnn_weights(
+            key, input_size, hidden_size, 1, (hidden_size,) if use_bias else None, initializer, dtype)
+        return cls(kernel, recurrent, bias, activation)
+
+    def recur(self, gx: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One step from the projected input `gx [..., H]` and state `h [..., H]`; returns `(h', h')`."""
+        z = gx + h.astype(self.dtype) @ self.recurrent_kernel
+        h_new = ACTIVATIONS[self.activation](z).astype(self.state_dtype)
+        return h_new, h_new

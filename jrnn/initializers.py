@@ -1,0 +1,43 @@
+"""The few weight initializers the cells use (Keras' defaults and PyTorch's)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+INITIALIZERS = ("keras", "pytorch")
+
+
+def glorot_uniform(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+    """Keras' `glorot_uniform`: U(-l, l), l = sqrt(6 / (fan_in + fan_out))."""
+    return jax.nn.initializers.glorot_uniform()(key, shape, dtype)
+
+
+def orthogonal(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+    """Keras' `orthogonal` for a `[H, G*H]` recurrent kernel: orthonormal rows (QR of a Gaussian)."""
+    return jax.nn.initializers.orthogonal()(key, shape, dtype)
+
+
+def uniform(key: jax.Array, shape: tuple[int, ...], dtype, bound: float) -> jax.Array:
+    """PyTorch's RNN default: U(-bound, bound) with bound = 1/sqrt(hidden_size)."""
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def rnn_weights(key, input_size, hidden_size, gates, bias_shape, initializer, dtype):
+    """Returns `(kernel [I, G*H], recurrent_kernel [H, G*H], bias or None)` for one cell.
+
+    `bias_shape=None` means no bias. With "keras" the bias is zeros; with "pytorch" every array
+    is U(-1/sqrt(H), 1/sqrt(H)).
+    """
+    k1, k2, k3 = jax.random.split(key, 3)
+    gh = gates * hidden_size
+    if initializer == "keras":
+        kernel = glorot_uniform(k1, (input_size, gh), dtype)
+        recurrent = orthogonal(k2, (hidden_size, gh), dtype)
+        bias = None if bias_shape is None else jnp.zeros(bias_shape, dtype)
+    else:
+        bound = 1.0 / hidden_size**0.5
+        kernel = uniform(k1, (input_size, gh), dtype, bound)
+        recurrent = uniform(k2, (hidden_size, gh), dtype, bound)
+        bias = None if bias_shape is None else uniform(k3, bias_shape, dtype, bound)
+    return kernel, recurrent, bias
