@@ -12,7 +12,7 @@ $(VENV)/.test: pyproject.toml
 
 test: $(VENV)/.test
 	$(VENV)/bin/ruff check jrnn tests bench examples
-	KERAS_BACKEND=jax $(PY) -m pytest -q
+	KERAS_BACKEND=jax $(PY) -m pytest -q -n 2
 
 demo: $(VENV)/.test
 	$(PY) examples/tutorial.py

@@ -8,6 +8,7 @@ product of `k*B` rows, then takes its `k` recurrent steps unrolled on static sli
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Optional, Union
 
@@ -175,7 +176,7 @@ def _run(params: Cell, xs: jax.Array, h0: State, k: int, reverse: bool,
             out, h_new = params.recur(gx[j], h)
             if lengths is not None:
                 valid = (t_c[j] < lengths)[:, None]
-                h_new = jax.tree.map(lambda a, b: jnp.where(valid, a, b), h_new, h)
+                h_new = jax.tree.map(functools.partial(jnp.where, valid), h_new, h)
                 out = jnp.where(valid, out, jnp.zeros_like(out))
             h, outs[j] = h_new, out
         return h, jnp.stack(outs)

@@ -31,6 +31,11 @@ def check_init_args(input_size, hidden_size, initializer, dtype):
     return input_size, hidden_size, dtype
 
 
+def lift(a: jnp.ndarray, ndim: int) -> jnp.ndarray:
+    """`a [..., n]` with leading axes of size 1 up to `ndim` (explicit, so rank promotion can be strict)."""
+    return a.reshape((1,) * (ndim - a.ndim) + a.shape)
+
+
 class CellBase:
     """Mixin for the params dataclasses: sizes come from the arrays, so they are never out of sync."""
 
@@ -51,7 +56,8 @@ class CellBase:
     @property
     def state_dtype(self):
         """The carried state stays at least float32 (bfloat16 params still carry a float32 state)."""
-        return jnp.promote_types(self.kernel.dtype, jnp.float32)
+        dtype = jnp.dtype(self.kernel.dtype)
+        return dtype if dtype.itemsize >= 4 else jnp.dtype(jnp.float32)
 
     def zero_state(self, batch_shape: tuple[int, ...] = ()):
         """Zeros `[*batch_shape, H]` (an `LSTMState` of two for the LSTM)."""
@@ -61,7 +67,7 @@ class CellBase:
         """Input projection `x [..., I] -> gx [..., G*H]`: `x @ kernel` plus the input bias."""
         gx = x.astype(self.dtype) @ self.kernel
         bias = self.input_bias
-        return gx if bias is None else gx + bias
+        return gx if bias is None else gx + lift(bias, gx.ndim)
 
     @property
     def input_bias(self):

@@ -8,7 +8,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jrnn.cells.base import CellBase, check_init_args
+from jrnn.cells.base import CellBase, check_init_args, lift
 from jrnn.initializers import rnn_weights
 
 
@@ -37,7 +37,7 @@ class GRU(CellBase):
 
     @classmethod
     def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, reset_after: bool = True,
-             use_bias: bool = True, initializer: str = "keras", dtype=jnp.float32) -> "GRU":
+             use_bias: bool = True, initializer: str = "keras", dtype=jnp.float32) -> GRU:
         """Makes params: Keras' initializers by default, `initializer="pytorch"` for U(+-1/sqrt(H))."""
         input_size, hidden_size, dtype = check_init_args(input_size, hidden_size, initializer, dtype)
         if not isinstance(reset_after, bool):
@@ -60,7 +60,7 @@ class GRU(CellBase):
         if self.reset_after:
             inner = hc @ self.recurrent_kernel
             if self.bias is not None:
-                inner = inner + self.bias[1]
+                inner = inner + lift(self.bias[1], inner.ndim)
             xz, xr, xh = jnp.split(gx, 3, axis=-1)
             hz, hr, hh = jnp.split(inner, 3, axis=-1)
             z = jax.nn.sigmoid(xz + hz)

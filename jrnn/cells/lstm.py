@@ -38,7 +38,7 @@ class LSTM(CellBase):
 
     @classmethod
     def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, use_bias: bool = True,
-             unit_forget_bias: bool = True, initializer: str = "keras", dtype=jnp.float32) -> "LSTM":
+             unit_forget_bias: bool = True, initializer: str = "keras", dtype=jnp.float32) -> LSTM:
         """Makes params.
 
         With `initializer="keras"` and `unit_forget_bias`, the forget-gate bias starts at 1 (Jozefowicz

@@ -40,7 +40,7 @@ class SimpleRNN(CellBase):
 
     @classmethod
     def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, activation: str = "tanh",
-             use_bias: bool = True, initializer: str = "keras", dtype=jnp.float32) -> "SimpleRNN":
+             use_bias: bool = True, initializer: str = "keras", dtype=jnp.float32) -> SimpleRNN:
         """Makes params: Keras' initializers by default, `initializer="pytorch"` for U(+-1/sqrt(H))."""
         input_size, hidden_size, dtype = check_init_args(input_size, hidden_size, initializer, dtype)
         check_choice("activation", activation, ACTIVATIONS)

@@ -1,0 +1,229 @@
+"""`rnn_apply` modes against a plain Python loop over `cell_apply`; grads, jit, vmap, errors."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jrnn
+
+KINDS = {
+    "simple_tanh": lambda k, i, h, **kw: jrnn.SimpleRNN.init(k, i, h, **kw),
+    "simple_relu": lambda k, i, h, **kw: jrnn.SimpleRNN.init(k, i, h, activation="relu", **kw),
+    "lstm": lambda k, i, h, **kw: jrnn.LSTM.init(k, i, h, **kw),
+    "gru": lambda k, i, h, **kw: jrnn.GRU.init(k, i, h, **kw),
+    "gru_reset_before": lambda k, i, h, **kw: jrnn.GRU.init(k, i, h, reset_after=False, **kw),
+}
+
+
+def make(kind, I=5, H=6, dtype=jnp.float32, seed=0):
+    return KINDS[kind](jax.random.key(seed), I, H, initializer="pytorch", dtype=dtype)
+
+
+def rand_state(params, batch_shape, seed=1):
+    zero = jrnn.initial_state(params, batch_shape)
+    keys = jax.random.split(jax.random.key(seed), 2)
+    leaves, tree = jax.tree.flatten(zero)
+    return jax.tree.unflatten(tree, [0.5 * jax.random.normal(k, z.shape, z.dtype)
+                                     for k, z in zip(keys, leaves, strict=False)])
+
+
+def loop_reference(params, xs, h0, reverse=False, lengths=None):
+    """The definition: `cell_apply` step by step in Python on `xs [B, T, I]`, numpy masking."""
+    B, T, _ = xs.shape
+    lengths = np.full(B, T) if lengths is None else np.clip(np.asarray(lengths), 0, T)
+    ys = np.zeros((B, T, params.hidden_size), np.float64)
+    finals = []
+    for b in range(B):
+        h = jax.tree.map(lambda a, b=b: a[b], h0)
+        L = int(lengths[b])
+        for t in (reversed(range(L)) if reverse else range(L)):
+            out, h = jrnn.cell_apply(params, xs[b, t], h)
+            ys[b, t] = np.asarray(out)
+        finals.append(h)
+    return ys, jax.tree.map(lambda *a: jnp.stack(a), *finals)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("unroll", [1, 2, 3, 4, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_every_mode_matches_the_python_loop(kind, unroll, reverse, with_lengths):
+    params = make(kind)
+    B, T = 4, 7
+    xs = jax.random.normal(jax.random.key(2), (B, T, params.input_size))
+    h0 = rand_state(params, (B,))
+    lengths = np.array([7, 3, 0, 1]) if with_lengths else None
+    want_ys, want_h = loop_reference(params, xs, h0, reverse, lengths)
+    f = jax.jit(functools.partial(jrnn.rnn_apply, unroll=unroll, reverse=reverse))
+    ys, h = f(params, xs, h0, lengths=lengths)
+    np.testing.assert_allclose(ys, want_ys, rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), h, want_h)
+
+
+@pytest.mark.parametrize("kind", ["simple_tanh", "lstm", "gru", "gru_reset_before"])
+def test_eager_equals_jit_and_lengths_clipped(kind):
+    params = make(kind)
+    xs = jax.random.normal(jax.random.key(3), (3, 5, params.input_size))
+    eager = jrnn.rnn_apply(params, xs, lengths=np.array([9, 5, -2]), unroll=2)
+    clipped = jax.jit(jrnn.rnn_apply)(params, xs, lengths=jnp.array([5, 5, 0]))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), eager, clipped)
+
+
+@pytest.mark.parametrize("kind", ["simple_tanh", "lstm", "gru", "gru_reset_before"])
+def test_time_major_leading_batch_axes_and_no_batch(kind):
+    params = make(kind)
+    xs = jax.random.normal(jax.random.key(4), (2, 3, 6, params.input_size))  # [B1, B2, T, I]
+    ys, h = jrnn.rnn_apply(params, xs)
+    assert ys.shape == (2, 3, 6, params.hidden_size)
+    flat_ys, flat_h = jrnn.rnn_apply(params, xs.reshape(6, 6, -1))
+    np.testing.assert_allclose(ys.reshape(6, 6, -1), flat_ys, rtol=1e-6, atol=1e-7)
+    tm_ys, tm_h = jrnn.rnn_apply(params, jnp.moveaxis(xs, 2, 0), time_major=True)
+    np.testing.assert_allclose(jnp.moveaxis(tm_ys, 0, 2), ys, rtol=1e-6, atol=1e-7)
+    one_ys, one_h = jrnn.rnn_apply(params, xs[1, 2])  # [T, I], no batch axis
+    np.testing.assert_allclose(one_ys, ys[1, 2], rtol=1e-6, atol=1e-7)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b[1, 2], rtol=1e-6, atol=1e-7), one_h, h)
+
+
+@pytest.mark.parametrize("kind", ["simple_tanh", "lstm", "gru", "gru_reset_before"])
+def test_vmap_over_batch_and_over_stacked_params(kind):
+    params = make(kind)
+    xs = jax.random.normal(jax.random.key(5), (3, 4, params.input_size))
+    ys, _ = jrnn.rnn_apply(params, xs)
+    vys, _ = jax.vmap(lambda x: jrnn.rnn_apply(params, x))(xs)
+    np.testing.assert_allclose(vys, ys, rtol=1e-6, atol=1e-7)
+    many = [make(kind, seed=s) for s in range(3)]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *many)
+    sys_, _ = jax.vmap(lambda p: jrnn.rnn_apply(p, xs, unroll=2))(stacked)
+    for s, p in enumerate(many):
+        np.testing.assert_allclose(sys_[s], jrnn.rnn_apply(p, xs)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("unroll", [1, 3, True])
+def test_check_grads_float64(kind, unroll):
+    with jax.enable_x64(True):
+        params = make(kind, I=3, H=4, dtype=jnp.float64)
+        xs = jax.random.normal(jax.random.key(6), (2, 5, 3), jnp.float64)
+        h0 = rand_state(params, (2,))
+        lengths = jnp.array([5, 2])
+
+        @jax.jit
+        def f(params, xs, h0):
+            return jrnn.rnn_apply(params, xs, h0, unroll=unroll, lengths=lengths, reverse=True)
+
+        check_grads(f, (params, xs, h0), order=2, modes=["rev"], atol=1e-6, rtol=1e-6)
+
+
+def test_no_nan_from_padded_steps():
+    params = make("lstm")
+    xs = jnp.zeros((2, 6, params.input_size)).at[1, 3:].set(1e30)  # huge padding
+    lengths = jnp.array([6, 3])
+
+    def loss(params):
+        ys, h = jrnn.rnn_apply(params, xs, lengths=lengths)
+        return jnp.sum(ys) + jnp.sum(h.c)
+
+    grads = jax.grad(loss)(params)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def test_params_are_pytrees_with_static_settings():
+    params = make("gru_reset_before")
+    leaves, treedef = jax.tree.flatten(params)
+    assert len(leaves) == 3
+    assert jax.tree.unflatten(treedef, leaves) == params or True  # arrays: identity, not ==
+    other = jrnn.GRU.init(jax.random.key(0), 5, 6)
+    assert jax.tree.structure(other) != treedef  # reset_after lives in the treedef
+    replaced = dataclasses.replace(params, kernel=jnp.zeros_like(params.kernel))
+    assert replaced.reset_after is False and float(jnp.abs(replaced.kernel).sum()) == 0.0
+    no_bias = jrnn.LSTM.init(jax.random.key(0), 2, 3, use_bias=False)
+    assert no_bias.bias is None and len(jax.tree.leaves(no_bias)) == 2
+    assert jrnn.rnn_apply(no_bias, jnp.ones((4, 2)))[0].shape == (4, 3)
+
+
+def test_shapes_and_dtypes_of_init():
+    assert jrnn.SimpleRNN.init(jax.random.key(0), 7, 13).kernel.shape == (7, 13)
+    lstm = jrnn.LSTM.init(jax.random.key(0), 7, 13)
+    assert lstm.kernel.shape == (7, 52) and lstm.recurrent_kernel.shape == (13, 52)
+    np.testing.assert_array_equal(lstm.bias, np.r_[np.zeros(13), np.ones(13), np.zeros(26)])
+    assert jrnn.GRU.init(jax.random.key(0), 7, 13).bias.shape == (2, 39)
+    assert jrnn.GRU.init(jax.random.key(0), 7, 13, reset_after=False).bias.shape == (39,)
+    bound = 1 / np.sqrt(13)
+    torch_like = jrnn.GRU.init(jax.random.key(0), 7, 13, initializer="pytorch")
+    for leaf in jax.tree.leaves(torch_like):
+        assert float(jnp.abs(leaf).max()) <= bound
+    h0 = jrnn.initial_state(lstm, (4,))
+    assert isinstance(h0, jrnn.LSTMState) and h0.h.shape == (4, 13) and h0.c.shape == (4, 13)
+    with jax.enable_x64(True):
+        p64 = jrnn.SimpleRNN.init(jax.random.key(0), 2, 3, dtype=jnp.float64)
+        ys, h = jrnn.rnn_apply(p64, jnp.ones((5, 2), jnp.float64))
+        assert ys.dtype == jnp.float64 and h.dtype == jnp.float64
+
+
+# ---- bad input: clear errors at trace time -------------------------------------------------------
+
+KEY = jax.random.key(0)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: jrnn.LSTM.init(KEY, 0, 4), ValueError, r"`input_size` must be a positive int; got 0"),
+    (lambda: jrnn.LSTM.init(KEY, 3, 2.5), ValueError, r"`hidden_size` must be a positive int; got 2.5"),
+    (lambda: jrnn.GRU.init(KEY, True, 4), ValueError, r"`input_size`.*got True"),
+    (lambda: jrnn.SimpleRNN.init(KEY, 3, 4, activation="gelu"), ValueError,
+     r"Unknown `activation` 'gelu'; expected one of \('tanh', 'relu', 'sigmoid', 'linear'\)"),
+    (lambda: jrnn.GRU.init(KEY, 3, 4, initializer="he"), ValueError, r"Unknown `initializer` 'he'"),
+    (lambda: jrnn.LSTM.init(KEY, 3, 4, dtype=jnp.int32), TypeError, r"`dtype` must be a floating"),
+])
+def test_init_errors(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+LSTM_P = jrnn.LSTM.init(KEY, 3, 4)
+GRU_P = jrnn.GRU.init(KEY, 3, 4)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 8))), ValueError,
+     r"`xs` must have shape \[\.\.\., T, I\] with I = `input_size` \(=3\); got shape \(2, 5, 8\)"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((3,))), ValueError, r"`xs` must have shape"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3), jnp.int32)), TypeError,
+     r"`xs` must be a floating array; got dtype int32"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3), bool)), TypeError, r"`xs` must be a floating"),
+    (lambda: jrnn.rnn_apply(LSTM_P, jnp.ones((2, 5, 3)), jnp.zeros((2, 4))), TypeError,
+     r"`h0` of an LSTM must be an LSTMState\(h, c\), each of shape \(2, 4\); got ArrayImpl"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), jnp.zeros((3, 4))), ValueError,
+     r"`h0` must have shape \(2, 4\) \(batch shape \+ `hidden_size`\); got \(3, 4\)"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), (jnp.zeros((2, 4)),) * 2),
+     TypeError, r"`h0` of a GRU must be one array"),
+    (lambda: jrnn.rnn_apply(LSTM_P, jnp.ones((2, 5, 3)),
+                            jrnn.LSTMState(jnp.zeros((2, 4)), jnp.zeros((2, 5)))), ValueError,
+     r"`h0` must have shape \(2, 4\).*got \[\(2, 4\), \(2, 5\)\]"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), lengths=jnp.ones(2)), TypeError,
+     r"`lengths` must be an integer array; got dtype float32"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), lengths=jnp.ones((2, 1), int)), ValueError,
+     r"`lengths` must have the batch shape \(2,\); got shape \(2, 1\)"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), unroll=0), ValueError,
+     r"`unroll` must be a bool or a positive int; got 0"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), unroll=2.0), ValueError, r"`unroll`.*got 2.0"),
+    (lambda: jrnn.rnn_apply({"kernel": 1}, jnp.ones((2, 5, 3))), TypeError,
+     r"`params` must be jrnn cell params .*; got dict"),
+    (lambda: jrnn.cell_apply(GRU_P, jnp.ones((2, 4)), jnp.zeros((2, 4))), ValueError,
+     r"`x` must have shape \[\.\.\., I\] with I = `input_size` \(=3\); got shape \(2, 4\)"),
+    (lambda: jrnn.cell_apply(GRU_P, jnp.ones((2, 3)), jnp.zeros((4,))), ValueError,
+     r"`h` must have shape \(2, 4\)"),
+])
+def test_input_errors_at_trace_time(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_errors_raise_under_jit_before_compute():
+    f = jax.jit(jrnn.rnn_apply)
+    with pytest.raises(ValueError, match=r"`xs` must have shape"):
+        f(GRU_P, jnp.ones((2, 5, 8)))
