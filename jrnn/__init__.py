@@ -9,6 +9,10 @@ from importlib.metadata import PackageNotFoundError, version
 from jrnn.cells.gru import GRU
 from jrnn.cells.lstm import LSTM, LSTMState
 from jrnn.cells.simple_rnn import SimpleRNN
+from jrnn.checkpoint import load, save
+from jrnn.interop.keras import from_keras, to_keras
+from jrnn.interop.torch import from_torch, to_torch
+from jrnn.layers import Bidirectional, Stack
 from jrnn.rnn import cell_apply, initial_state, rnn_apply
 
 try:
@@ -17,11 +21,19 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 __all__ = [
+    "Bidirectional",
+    "Stack",
     "GRU",
     "LSTM",
     "LSTMState",
     "SimpleRNN",
     "cell_apply",
     "initial_state",
+    "from_keras",
+    "from_torch",
+    "load",
     "rnn_apply",
+    "save",
+    "to_keras",
+    "to_torch",
 ]

@@ -50,6 +50,10 @@ class CellBase:
         return self.recurrent_kernel.shape[-2]
 
     @property
+    def output_size(self) -> int:
+        return self.recurrent_kernel.shape[-2]
+
+    @property
     def dtype(self):
         return self.kernel.dtype
 
