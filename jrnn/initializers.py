@@ -15,7 +15,9 @@ def glorot_uniform(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
 
 def orthogonal(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
     """Keras' `orthogonal` for a `[H, G*H]` recurrent kernel: orthonormal rows (QR of a Gaussian)."""
-    return jax.nn.initializers.orthogonal()(key, shape, dtype)
+    work = dtype if jnp.dtype(dtype).itemsize >= 4 else jnp.float32
+    q = jax.nn.initializers.orthogonal()(key, shape, work)
+    return q.astype(dtype)  # QR in at least float32 (CPUs have no bfloat16 QR)
 
 
 def uniform(key: jax.Array, shape: tuple[int, ...], dtype, bound: float) -> jax.Array:

@@ -6,11 +6,13 @@ Both are frozen dataclass pytrees like the cells; `rnn_apply` runs them (see `jr
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import jax
+import jax.numpy as jnp
 
 from jrnn.cells.base import CellBase, check_choice, check_positive_int
+from jrnn.loop import Masks, run_cell
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
@@ -42,6 +44,9 @@ class Bidirectional:
     @property
     def input_size(self) -> int:
         return self.forward.input_size
+
+    def zero_state(self, batch_shape: tuple[int, ...] = ()):
+        return (self.forward.zero_state(batch_shape), self.backward.zero_state(batch_shape))
 
     @property
     def output_size(self) -> int:
@@ -87,6 +92,9 @@ class Stack:
     def input_size(self) -> int:
         return self.layers[0].input_size
 
+    def zero_state(self, batch_shape: tuple[int, ...] = ()):
+        return tuple(layer.zero_state(batch_shape) for layer in self.layers)
+
     @property
     def output_size(self) -> int:
         return self.layers[-1].output_size
@@ -94,3 +102,75 @@ class Stack:
 
 Layer = Union[CellBase, Bidirectional]
 Params = Union[CellBase, Bidirectional, Stack]
+
+
+class Dropout(NamedTuple):
+    """Dropout rates, active only when `rnn_apply` gets a `key`.
+
+    input: on each layer's input, one mask per sequence reused at every step (Keras' `dropout`).
+    recurrent: on the state entering the recurrent matmul, one mask per sequence (Keras'
+      `recurrent_dropout`).
+    layer: on every stacked layer's output but the last, a fresh mask per element (PyTorch's
+      `dropout`).
+    """
+
+    input: float = 0.0
+    recurrent: float = 0.0
+    layer: float = 0.0
+
+
+def _mask(key, rate: float, shape, dtype) -> Optional[jax.Array]:
+    """Inverted-dropout mask: 0 with probability `rate`, else `1 / (1 - rate)`."""
+    if key is None or rate == 0.0:
+        return None
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return keep.astype(dtype) / jnp.asarray(1.0 - rate, dtype)
+
+
+def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Optional[jax.Array],
+        resets: Optional[jax.Array], key: Optional[jax.Array], dropout: Dropout):
+    """Runs any params on flat time-major `xs [T, B, I]` and flat state; returns `(ys, h_T)`."""
+    kw = dict(k=k, lengths=lengths, resets=resets, dropout=dropout)
+    if isinstance(params, Bidirectional):
+        kf, kb = (None, None) if key is None else jax.random.split(key)
+        yf, hf = run(params.forward, xs, h0[0], reverse=reverse, key=kf, **kw)
+        yb, hb = run(params.backward, xs, h0[1], reverse=not reverse, key=kb, **kw)
+        return merge(params.merge, yf, yb), (hf, hb)
+    if isinstance(params, Stack):
+        keys = [None] * len(params.layers) if key is None else jax.random.split(key, len(params.layers))
+        states = []
+        for i, (layer, h, kl) in enumerate(zip(params.layers, h0, keys, strict=True)):
+            kl, kd = (None, None) if kl is None else jax.random.split(kl)
+            ys, h = run(layer, xs, h, reverse=reverse, key=kl, **kw)
+            if params.residual and layer.input_size == layer.output_size:
+                ys = ys + xs.astype(ys.dtype)
+                if lengths is not None:
+                    valid = jnp.arange(xs.shape[0])[:, None, None] < lengths[None, :, None]
+                    ys = jnp.where(valid, ys, jnp.zeros_like(ys))
+            if i < len(params.layers) - 1:
+                m = _mask(kd, dropout.layer, ys.shape, ys.dtype)
+                ys = ys if m is None else ys * m
+            xs = ys
+            states.append(h)
+        return xs, tuple(states)
+    T, B, _ = xs.shape
+    k_in, k_rec = (None, None) if key is None else jax.random.split(key)
+    if resets is not None and reverse:  # reset before step t when step t + 1 starts an episode
+        resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
+    masks = Masks(lengths=lengths, resets=resets, h_reset=None if resets is None else h0,
+                  in_mask=_mask(k_in, dropout.input, (B, params.input_size), params.dtype),
+                  rec_mask=_mask(k_rec, dropout.recurrent, (B, params.hidden_size), params.dtype))
+    return run_cell(params, xs, h0, k=k, reverse=reverse, masks=masks)
+
+
+def merge(mode: Optional[str], yf: jax.Array, yb: jax.Array):
+    """Keras' `merge_mode`: "concat", "sum", "mul", "ave", or None for the pair."""
+    if mode == "concat":
+        return jnp.concatenate([yf, yb], axis=-1)
+    if mode == "sum":
+        return yf + yb
+    if mode == "mul":
+        return yf * yb
+    if mode == "ave":
+        return (yf + yb) / 2
+    return yf, yb

@@ -1,14 +1,11 @@
-"""`initial_state`, `cell_apply` and `rnn_apply`: checks, layout, and the loop over time.
+"""`initial_state`, `cell_apply` and `rnn_apply`: the public entry points.
 
-`rnn_apply` runs the cell in chunks of `k` steps: each chunk projects its inputs with one matrix
-product of `k*B` rows, then takes its `k` recurrent steps unrolled on static slices; an outer
-`lax.scan` walks the chunks. `unroll=1` is a plain scan (projection inside each step) and
-`unroll=True` is a single chunk of all `T` steps (a Python loop, no scan).
+They check everything at trace time, move time to the front and flatten the batch axes once, and
+hand flat time-major arrays to `jrnn.layers.run` (composites) and `jrnn.loop.run_cell` (one cell).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Optional, Union
 
@@ -17,21 +14,43 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrnn.cells.base import CellBase
-from jrnn.cells.gru import GRU
-from jrnn.cells.lstm import LSTM, LSTMState
-from jrnn.cells.simple_rnn import SimpleRNN
+from jrnn.cells.lstm import LSTMState
+from jrnn.layers import MERGE_MODES, Bidirectional, Dropout, Params, Stack, run
 
-Cell = Union[SimpleRNN, LSTM, GRU]
-State = Any  # an array `[..., H]`, or an `LSTMState` of two
+State = Any  # an array `[..., H]`, an `LSTMState`, or tuples of them for composites
 
 
-def _check_cell(params) -> None:
-    if not isinstance(params, CellBase):
-        raise TypeError(
-            f"`params` must be jrnn cell params (SimpleRNN, LSTM, GRU); got {type(params).__name__}")
+def _check_params(params, name: str = "params", in_stack: bool = False) -> None:
+    """Checks the kinds and that the sizes of composites fit together."""
+    if isinstance(params, CellBase):
+        return
+    if isinstance(params, Bidirectional):
+        _check_params(params.forward, f"{name}.forward")
+        _check_params(params.backward, f"{name}.backward")
+        if params.merge not in MERGE_MODES or (in_stack and params.merge is None):
+            allowed = MERGE_MODES[:-1] if in_stack else MERGE_MODES
+            raise ValueError(f"Unknown `{name}.merge` {params.merge!r}; expected one of {allowed}")
+        f, b = params.forward, params.backward
+        if f.input_size != b.input_size or (params.merge != "concat" and f.output_size != b.output_size):
+            raise ValueError(f"`{name}.forward` and `.backward` must take the same input size and give the "
+                             f"same output size; got {f.input_size}->{f.output_size} and "
+                             f"{b.input_size}->{b.output_size}")
+        return
+    if isinstance(params, Stack) and not in_stack:
+        if not isinstance(params.layers, tuple) or not params.layers:
+            raise ValueError(f"`{name}.layers` must be a non-empty tuple; got {params.layers!r}")
+        for i, layer in enumerate(params.layers):
+            _check_params(layer, f"{name}.layers[{i}]", in_stack=True)
+            if i and layer.input_size != params.layers[i - 1].output_size:
+                raise ValueError(
+                    f"`{name}.layers[{i}]` takes {layer.input_size} input features but "
+                    f"`{name}.layers[{i - 1}]` gives {params.layers[i - 1].output_size}")
+        return
+    raise TypeError(f"`{name}` must be jrnn params (SimpleRNN, LSTM, GRU, Bidirectional"
+                    f"{'' if in_stack else ', Stack'}); got {type(params).__name__}")
 
 
-def _check_input(name: str, x, params: CellBase, min_ndim: int, layout: str) -> jax.Array:
+def _check_input(name: str, x, params, min_ndim: int, layout: str) -> jax.Array:
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -43,31 +62,52 @@ def _check_input(name: str, x, params: CellBase, min_ndim: int, layout: str) -> 
     return x
 
 
-def _check_state(name: str, h, params: CellBase, batch_shape: tuple[int, ...]) -> State:
-    """Checks the structure and shapes of a state against the params and batch; casts its dtype."""
-    want = params.zero_state(batch_shape)
-    expected = f"shape {(*batch_shape, params.hidden_size)}"
-    if isinstance(want, LSTMState):
+def _check_state(name: str, h, params, batch_shape: tuple[int, ...]) -> State:
+    """Checks a state's structure and shapes; broadcasts it over the batch; casts its dtype.
+
+    A composite's state may hold None for a part that starts from zeros. A cell's state may omit
+    leading batch axes (a learned `[H]` initial state is broadcast over the batch).
+    """
+    if h is None:
+        return params.zero_state(batch_shape)
+    if isinstance(params, (Stack, Bidirectional)):
+        n = len(params.layers) if isinstance(params, Stack) else 2
+        what = (f"a tuple of {n} per-layer states" if isinstance(params, Stack)
+                else "a pair (forward, backward)")
+        if not isinstance(h, (tuple, list)) or isinstance(h, LSTMState) or len(h) != n:
+            raise TypeError(f"`{name}` of a {type(params).__name__} must be {what}; got {_describe(h)}")
+        parts = params.layers if isinstance(params, Stack) else (params.forward, params.backward)
+        return tuple(_check_state(f"{name}[{i}]", hi, p, batch_shape)
+                     for i, (hi, p) in enumerate(zip(h, parts, strict=True)))
+    full = (*batch_shape, params.hidden_size)
+    expected = f"shape {full} or a suffix of it (broadcast over the batch)"
+    if isinstance(params.zero_state(()), LSTMState):
         if not (isinstance(h, tuple) and len(h) == 2):
             raise TypeError(f"`{name}` of an LSTM must be an LSTMState(h, c), each of {expected}; "
-                            f"got {type(h).__name__}")
+                            f"got {_describe(h)}")
         leaves = list(h)
     else:
-        if isinstance(h, tuple) or not (hasattr(h, "shape") or isinstance(h, (list, np.ndarray))):
+        if isinstance(h, tuple) or not hasattr(h, "shape") and not isinstance(h, list):
             raise TypeError(f"`{name}` of a {type(params).__name__} must be one array of {expected}; "
-                            f"got {type(h).__name__}")
+                            f"got {_describe(h)}")
         leaves = [h]
     out = []
     for leaf in leaves:
         leaf = jnp.asarray(leaf)
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             raise TypeError(f"`{name}` must be floating; got dtype {leaf.dtype}")
-        if tuple(leaf.shape) != (*batch_shape, params.hidden_size):
+        if leaf.ndim > len(full) or tuple(leaf.shape) != full[len(full) - leaf.ndim:] or leaf.ndim == 0:
             shapes = [tuple(jnp.shape(v)) for v in leaves]
-            raise ValueError(f"`{name}` must have {expected} (batch shape + `hidden_size`); "
+            raise ValueError(f"`{name}` must have {expected}; "
                              f"got {shapes if len(shapes) > 1 else shapes[0]}")
-        out.append(leaf.astype(params.state_dtype))
-    return LSTMState(*out) if isinstance(want, LSTMState) else out[0]
+        out.append(jnp.broadcast_to(leaf.astype(params.state_dtype), full))
+    return LSTMState(*out) if len(out) == 2 else out[0]
+
+
+def _describe(h) -> str:
+    if hasattr(h, "shape"):
+        return f"{type(h).__name__} of shape {tuple(h.shape)}"
+    return type(h).__name__
 
 
 def _check_unroll(unroll) -> Union[int, bool]:
@@ -89,9 +129,30 @@ def _check_lengths(lengths, batch_shape: tuple[int, ...], T: int) -> jax.Array:
     return jnp.clip(jnp.asarray(lengths), 0, T).astype(jnp.int32)
 
 
-def initial_state(params: Cell, batch_shape: tuple[int, ...] = ()) -> State:
-    """Zero state `[*batch_shape, H]`; for an LSTM, `LSTMState(h, c)` of two such arrays."""
-    _check_cell(params)
+def _check_resets(resets, shape: tuple[int, ...], layout: str) -> jax.Array:
+    if not hasattr(resets, "dtype"):
+        resets = np.asarray(resets)
+    if resets.dtype != jnp.bool_:
+        raise TypeError(f"`resets` must be a bool array; got dtype {resets.dtype}")
+    if tuple(resets.shape) != shape:
+        raise ValueError(f"`resets` must have shape {layout} = {shape}; got shape {tuple(resets.shape)}")
+    return jnp.asarray(resets)
+
+
+def _check_dropout(key, dropout: float, recurrent_dropout: float, layer_dropout: float) -> Dropout:
+    rates = Dropout(dropout, recurrent_dropout, layer_dropout)
+    for name, rate in zip(("dropout", "recurrent_dropout", "layer_dropout"), rates, strict=True):
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ValueError(f"`{name}` must be a float in [0, 1); got {rate!r}")
+    if key is not None and not (hasattr(key, "dtype") and (
+            jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.dtype == jnp.uint32)):
+        raise TypeError(f"`key` must be a PRNG key (jax.random.key) or None; got {_describe(key)}")
+    return Dropout(*(float(r) for r in rates))
+
+
+def initial_state(params: Params, batch_shape: tuple[int, ...] = ()) -> State:
+    """Zero state `[*batch_shape, H]`; `LSTMState(h, c)` for an LSTM; tuples for composites."""
+    _check_params(params)
     if isinstance(batch_shape, (int, np.integer)):
         batch_shape = (batch_shape,)
     if not (isinstance(batch_shape, tuple)
@@ -100,32 +161,51 @@ def initial_state(params: Cell, batch_shape: tuple[int, ...] = ()) -> State:
     return params.zero_state(tuple(int(d) for d in batch_shape))
 
 
-def cell_apply(params: Cell, x: jax.Array, h: State) -> tuple[jax.Array, State]:
+def cell_apply(params: Union[CellBase, Stack], x: jax.Array, h: State) -> tuple[jax.Array, State]:
     """One time step, like Keras' `out, h1 = cell(x, [h0])`.
 
     Args:
-      params: cell params (`SimpleRNN`, `LSTM`, `GRU`).
+      params: cell params (`SimpleRNN`, `LSTM`, `GRU`), or a `Stack` of cells (each layer steps once,
+        as Keras' `StackedRNNCells`).
       x: input `[..., I]` (any number of leading batch axes, or none).
-      h: state `[..., H]` with the same batch axes (`LSTMState(h, c)` for an LSTM).
+      h: state `[..., H]` with the same batch axes (`LSTMState(h, c)` for an LSTM; a tuple of
+        per-layer states for a stack).
 
     Returns:
-      `(out, h_new)`: `out [..., H]` is the new hidden state, `h_new` the new state.
+      `(out, h_new)`: `out [..., H]` is the (last layer's) new hidden state, `h_new` the new state.
     """
-    _check_cell(params)
+    _check_params(params)
+    if isinstance(params, Bidirectional) or (
+            isinstance(params, Stack) and any(isinstance(p, Bidirectional) for p in params.layers)):
+        raise TypeError("`cell_apply` takes one time step, and a Bidirectional layer needs the whole "
+                        "sequence: use `rnn_apply`")
     x = _check_input("x", x, params, 1, "[..., I]")
     h = _check_state("h", h, params, tuple(x.shape[:-1]))
+    if isinstance(params, Stack):
+        states = []
+        for layer, hi in zip(params.layers, h, strict=True):
+            out, hi = layer.recur(layer.project(x), hi)
+            if params.residual and layer.input_size == layer.output_size:
+                out = out + x.astype(out.dtype)
+            x = out
+            states.append(hi)
+        return x, tuple(states)
     return params.recur(params.project(x), h)
 
 
-def rnn_apply(params: Cell, xs: jax.Array, h0: Optional[State] = None, *,
+def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
               unroll: Union[int, bool] = 1, reverse: bool = False, time_major: bool = False,
-              lengths: Optional[jax.Array] = None) -> tuple[jax.Array, State]:
-    """Runs a cell over a sequence.
+              lengths: Optional[jax.Array] = None, resets: Optional[jax.Array] = None,
+              key: Optional[jax.Array] = None, dropout: float = 0.0, recurrent_dropout: float = 0.0,
+              layer_dropout: float = 0.0) -> tuple[Any, State]:
+    """Runs a cell, a `Bidirectional` pair or a `Stack` over a sequence.
 
     Args:
-      params: cell params.
+      params: cell params, `Bidirectional` or `Stack`.
       xs: inputs `[..., T, I]`, or `[T, ..., I]` when `time_major`.
-      h0: initial state `[..., H]` (`LSTMState` for an LSTM); None means zeros.
+      h0: initial state `[..., H]` (`LSTMState` for an LSTM; a pair for `Bidirectional`, a tuple of
+        per-layer states for a `Stack`, where None parts are zeros); None means zeros. Leading batch
+        axes may be omitted and are broadcast: a trainable `[H]` array is a learned initial state.
       unroll: 1 (or False) is a `lax.scan`; an int k takes k steps per scan iteration, their input
         projection one matrix product; True unrolls all T steps in Python (one big graph).
       reverse: run from the last step to the first; `ys` stays in the original time order.
@@ -133,65 +213,48 @@ def rnn_apply(params: Cell, xs: jax.Array, h0: Optional[State] = None, *,
       lengths: int array of the batch shape, for right-padded sequences. Values are clipped to
         `[0, T]`. Outputs at steps `t >= length` are zero and the state stops changing after the
         last valid step; with `reverse`, only each sequence's valid part is reversed.
+      resets: bool `[..., T]` (`[T, ...]` when `time_major`): the state goes back to `h0` before
+        step `t` where `resets[..., t]` (an episode starts at `t`). In a reverse run the state goes
+        back to `h0` after step `t` instead, so every episode runs on its own either way.
+      key: PRNG key; dropout is active only when one is given (no key: deterministic inference).
+      dropout: input dropout rate, one mask per sequence and layer, reused at every step
+        (variational, Keras' `dropout`), applied before the input projection.
+      recurrent_dropout: dropout rate on the state entering the recurrent matmul, one mask per
+        sequence and layer (Keras' `recurrent_dropout`).
+      layer_dropout: dropout rate on each stacked layer's output but the last, a fresh mask per
+        element (PyTorch's `dropout`).
 
     Returns:
-      `(ys, h_T)`: outputs `[..., T, H]` (layout as `xs`) and the final state.
+      `(ys, h_T)`: outputs `[..., T, F]` (layout as `xs`; F the output width; a pair for a
+      `Bidirectional` with `merge=None`) and the final state (same structure as `h0`).
     """
-    _check_cell(params)
+    _check_params(params)
     layout = "[T, ..., I]" if time_major else "[..., T, I]"
     xs = _check_input("xs", xs, params, 2, layout)
     unroll = _check_unroll(unroll)
+    rates = _check_dropout(key, dropout, recurrent_dropout, layer_dropout)
     if time_major:
         T, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
     else:
         T, batch_shape = xs.shape[-2], tuple(xs.shape[:-2])
         xs = jnp.moveaxis(xs, -2, 0)
-    h0 = params.zero_state(batch_shape) if h0 is None else _check_state("h0", h0, params, batch_shape)
-    if lengths is not None:
-        lengths = _check_lengths(lengths, batch_shape, T).reshape(-1)
-
+    h0 = _check_state("h0", h0, params, batch_shape)
     B = math.prod(batch_shape)
-    flat = lambda a: a.reshape(B, a.shape[-1])  # noqa: E731
-    ys, h_T = _run(params, xs.reshape(T, B, params.input_size), jax.tree.map(flat, h0),
-                   T if unroll is True else unroll, reverse, lengths)
-    ys = ys.reshape(T, *batch_shape, params.hidden_size)
-    h_T = jax.tree.map(lambda a: a.reshape(*batch_shape, a.shape[-1]), h_T)
-    return (ys if time_major else jnp.moveaxis(ys, 0, -2)), h_T
+    if lengths is not None:
+        lengths = _check_lengths(lengths, batch_shape, T).reshape(B)
+    if resets is not None:
+        shape, where = ((T, *batch_shape), "[T, ...]") if time_major else ((*batch_shape, T), "[..., T]")
+        resets = _check_resets(resets, shape, where)
+        resets = (resets if time_major else jnp.moveaxis(resets, -1, 0)).reshape(T, B)
 
+    ys, h_T = run(params, xs.reshape(T, B, params.input_size),
+                  jax.tree.map(lambda a: a.reshape(B, a.shape[-1]), h0),
+                  k=T if unroll is True else unroll, reverse=reverse, lengths=lengths, resets=resets,
+                  key=key, dropout=rates)
 
-def _run(params: Cell, xs: jax.Array, h0: State, k: int, reverse: bool,
-         lengths: Optional[jax.Array]) -> tuple[jax.Array, State]:
-    """The loop over time on flat `xs [T, B, I]`, `h0 [B, H]`, in chunks of `k` steps."""
-    T = xs.shape[0]
-    if T == 0:
-        return jnp.zeros((0, xs.shape[1], params.hidden_size), params.state_dtype), h0
-    k = min(k, T)
-    n, r = divmod(T, k)
+    def unflat(y):
+        y = y.reshape(T, *batch_shape, y.shape[-1])
+        return y if time_major else jnp.moveaxis(y, 0, -2)
 
-    def chunk(h, x_c, t_c):
-        """`k'` steps on `x_c [k', B, I]` at times `t_c [k']`: one projection, unrolled steps."""
-        gx = params.project(x_c)
-        outs = [None] * x_c.shape[0]
-        for j in (reversed(range(len(outs))) if reverse else range(len(outs))):
-            out, h_new = params.recur(gx[j], h)
-            if lengths is not None:
-                valid = (t_c[j] < lengths)[:, None]
-                h_new = jax.tree.map(functools.partial(jnp.where, valid), h_new, h)
-                out = jnp.where(valid, out, jnp.zeros_like(out))
-            h, outs[j] = h_new, out
-        return h, jnp.stack(outs)
-
-    ts = jnp.arange(T, dtype=jnp.int32)
-    main = slice(r, T) if reverse else slice(0, n * k)  # the part the scan walks, n chunks of k
-    rest = slice(0, r) if reverse else slice(n * k, T)  # the last r steps processed
-    if n == 1:
-        h, ys_main = chunk(h0, xs[main], ts[main])
-    else:
-        h, ys_main = jax.lax.scan(
-            lambda h, c: chunk(h, *c), h0,
-            (xs[main].reshape(n, k, *xs.shape[1:]), ts[main].reshape(n, k)), reverse=reverse)
-        ys_main = ys_main.reshape(n * k, *ys_main.shape[2:])
-    if r == 0:
-        return ys_main, h
-    h, ys_rest = chunk(h, xs[rest], ts[rest])
-    return jnp.concatenate([ys_rest, ys_main] if reverse else [ys_main, ys_rest]), h
+    ys = tuple(map(unflat, ys)) if isinstance(ys, tuple) else unflat(ys)
+    return ys, jax.tree.map(lambda a: a.reshape(*batch_shape, a.shape[-1]), h_T)

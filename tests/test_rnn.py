@@ -196,9 +196,10 @@ GRU_P = jrnn.GRU.init(KEY, 3, 4)
      r"`xs` must be a floating array; got dtype int32"),
     (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3), bool)), TypeError, r"`xs` must be a floating"),
     (lambda: jrnn.rnn_apply(LSTM_P, jnp.ones((2, 5, 3)), jnp.zeros((2, 4))), TypeError,
-     r"`h0` of an LSTM must be an LSTMState\(h, c\), each of shape \(2, 4\); got ArrayImpl"),
+     r"`h0` of an LSTM must be an LSTMState\(h, c\), each of shape \(2, 4\) or a suffix of it "
+     r"\(broadcast over the batch\); got ArrayImpl of shape \(2, 4\)"),
     (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), jnp.zeros((3, 4))), ValueError,
-     r"`h0` must have shape \(2, 4\) \(batch shape \+ `hidden_size`\); got \(3, 4\)"),
+     r"`h0` must have shape \(2, 4\) or a suffix of it \(broadcast over the batch\); got \(3, 4\)"),
     (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), (jnp.zeros((2, 4)),) * 2),
      TypeError, r"`h0` of a GRU must be one array"),
     (lambda: jrnn.rnn_apply(LSTM_P, jnp.ones((2, 5, 3)),
@@ -212,10 +213,10 @@ GRU_P = jrnn.GRU.init(KEY, 3, 4)
      r"`unroll` must be a bool or a positive int; got 0"),
     (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), unroll=2.0), ValueError, r"`unroll`.*got 2.0"),
     (lambda: jrnn.rnn_apply({"kernel": 1}, jnp.ones((2, 5, 3))), TypeError,
-     r"`params` must be jrnn cell params .*; got dict"),
+     r"`params` must be jrnn params \(SimpleRNN, LSTM, GRU, Bidirectional, Stack\); got dict"),
     (lambda: jrnn.cell_apply(GRU_P, jnp.ones((2, 4)), jnp.zeros((2, 4))), ValueError,
      r"`x` must have shape \[\.\.\., I\] with I = `input_size` \(=3\); got shape \(2, 4\)"),
-    (lambda: jrnn.cell_apply(GRU_P, jnp.ones((2, 3)), jnp.zeros((4,))), ValueError,
+    (lambda: jrnn.cell_apply(GRU_P, jnp.ones((2, 3)), jnp.zeros((1, 4))), ValueError,
      r"`h` must have shape \(2, 4\)"),
 ])
 def test_input_errors_at_trace_time(call, exc, match):

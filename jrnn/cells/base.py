@@ -67,6 +67,11 @@ class CellBase:
         """Zeros `[*batch_shape, H]` (an `LSTMState` of two for the LSTM)."""
         return jnp.zeros((*batch_shape, self.hidden_size), self.state_dtype)
 
+    def masked(self, h: jnp.ndarray, rec_mask) -> jnp.ndarray:
+        """`h` in the compute dtype, times the recurrent dropout mask when there is one."""
+        h = h.astype(self.dtype)
+        return h if rec_mask is None else h * rec_mask.astype(self.dtype)
+
     def project(self, x: jnp.ndarray) -> jnp.ndarray:
         """Input projection `x [..., I] -> gx [..., G*H]`: `x @ kernel` plus the input bias."""
         gx = x.astype(self.dtype) @ self.kernel

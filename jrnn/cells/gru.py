@@ -53,12 +53,17 @@ class GRU(CellBase):
             return self.bias
         return self.bias[0]
 
-    def recur(self, gx: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """One step from `gx [..., 3H]` and `h [..., H]`; returns `(h', h')`."""
+    def recur(self, gx: jax.Array, h: jax.Array, rec_mask=None) -> tuple[jax.Array, jax.Array]:
+        """One step from `gx [..., 3H]` and `h [..., H]`; returns `(h', h')`.
+
+        `rec_mask [..., H]` (recurrent dropout) scales `h` where it enters the recurrent matmuls; the
+        interpolation `z * h` uses the unmasked state.
+        """
         hc = h.astype(self.dtype)
+        hm = self.masked(h, rec_mask)
         H = self.hidden_size
         if self.reset_after:
-            inner = hc @ self.recurrent_kernel
+            inner = hm @ self.recurrent_kernel
             if self.bias is not None:
                 inner = inner + lift(self.bias[1], inner.ndim)
             xz, xr, xh = jnp.split(gx, 3, axis=-1)
@@ -67,8 +72,8 @@ class GRU(CellBase):
             r = jax.nn.sigmoid(xr + hr)
             cand = jnp.tanh(xh + r * hh)
         else:
-            zr = jax.nn.sigmoid(gx[..., :2 * H] + hc @ self.recurrent_kernel[:, :2 * H])
+            zr = jax.nn.sigmoid(gx[..., :2 * H] + hm @ self.recurrent_kernel[:, :2 * H])
             z, r = zr[..., :H], zr[..., H:]
-            cand = jnp.tanh(gx[..., 2 * H:] + (r * hc) @ self.recurrent_kernel[:, 2 * H:])
+            cand = jnp.tanh(gx[..., 2 * H:] + (r * hm) @ self.recurrent_kernel[:, 2 * H:])
         h_new = (z * hc + (1 - z) * cand).astype(self.state_dtype)
         return h_new, h_new

@@ -56,10 +56,13 @@ class LSTM(CellBase):
         zeros = jnp.zeros((*batch_shape, self.hidden_size), self.state_dtype)
         return LSTMState(zeros, zeros)
 
-    def recur(self, gx: jax.Array, state: LSTMState) -> tuple[jax.Array, LSTMState]:
-        """One step from `gx [..., 4H]` and `LSTMState(h, c)`; returns `(h', LSTMState(h', c'))`."""
+    def recur(self, gx: jax.Array, state: LSTMState, rec_mask=None) -> tuple[jax.Array, LSTMState]:
+        """One step from `gx [..., 4H]` and `LSTMState(h, c)`; returns `(h', LSTMState(h', c'))`.
+
+        `rec_mask [..., H]` (recurrent dropout) scales `h` where it enters the recurrent matmul.
+        """
         h, c = state
-        z = gx + h.astype(self.dtype) @ self.recurrent_kernel
+        z = gx + self.masked(h, rec_mask) @ self.recurrent_kernel
         i, f, g, o = jnp.split(z, 4, axis=-1)
         c_new = jax.nn.sigmoid(f) * c.astype(self.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
         h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)

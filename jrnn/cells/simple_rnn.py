@@ -48,8 +48,11 @@ class SimpleRNN(CellBase):
             key, input_size, hidden_size, 1, (hidden_size,) if use_bias else None, initializer, dtype)
         return cls(kernel, recurrent, bias, activation)
 
-    def recur(self, gx: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """One step from the projected input `gx [..., H]` and state `h [..., H]`; returns `(h', h')`."""
-        z = gx + h.astype(self.dtype) @ self.recurrent_kernel
+    def recur(self, gx: jax.Array, h: jax.Array, rec_mask=None) -> tuple[jax.Array, jax.Array]:
+        """One step from the projected input `gx [..., H]` and state `h [..., H]`; returns `(h', h')`.
+
+        `rec_mask [..., H]` (recurrent dropout) scales `h` where it enters the recurrent matmul.
+        """
+        z = gx + self.masked(h, rec_mask) @ self.recurrent_kernel
         h_new = ACTIVATIONS[self.activation](z).astype(self.state_dtype)
         return h_new, h_new
