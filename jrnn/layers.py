@@ -50,7 +50,9 @@ class Bidirectional:
 
     @property
     def output_size(self) -> int:
-        return 2 * self.forward.output_size if self.merge == "concat" else self.forward.output_size
+        if self.merge == "concat":
+            return self.forward.output_size + self.backward.output_size
+        return self.forward.output_size
 
 
 @jax.tree_util.register_dataclass
