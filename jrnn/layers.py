@@ -130,9 +130,10 @@ def _mask(key, rate: float, shape, dtype) -> Optional[jax.Array]:
 
 
 def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Optional[jax.Array],
-        resets: Optional[jax.Array], key: Optional[jax.Array], dropout: Dropout):
+        resets: Optional[jax.Array], key: Optional[jax.Array], dropout: Dropout,
+        checkpoint: Optional[int] = None):
     """Runs any params on flat time-major `xs [T, B, I]` and flat state; returns `(ys, h_T)`."""
-    kw = dict(k=k, lengths=lengths, resets=resets, dropout=dropout)
+    kw = dict(k=k, lengths=lengths, resets=resets, dropout=dropout, checkpoint=checkpoint)
     if isinstance(params, Bidirectional):
         kf, kb = (None, None) if key is None else jax.random.split(key)
         yf, hf = run(params.forward, xs, h0[0], reverse=reverse, key=kf, **kw)
@@ -162,7 +163,7 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Op
     masks = Masks(lengths=lengths, resets=resets, h_reset=None if resets is None else h0,
                   in_mask=_mask(k_in, dropout.input, (B, params.input_size), params.dtype),
                   rec_mask=_mask(k_rec, dropout.recurrent, (B, params.hidden_size), params.dtype))
-    return run_cell(params, xs, h0, k=k, reverse=reverse, masks=masks)
+    return run_cell(params, xs, h0, k=k, reverse=reverse, masks=masks, checkpoint=checkpoint)
 
 
 def merge(mode: Optional[str], yf: jax.Array, yb: jax.Array):

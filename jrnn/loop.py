@@ -35,16 +35,19 @@ class Masks(NamedTuple):
     rec_mask: Optional[jax.Array] = None
 
 
-def run_cell(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool,
-             masks: Optional[Masks] = None) -> tuple[jax.Array, State]:
-    """Runs `cell` over `xs [T, B, I]` from `h0`; returns `(ys [T, B, H], h_T)`."""
+def run_cell(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool, masks: Optional[Masks] = None,
+             checkpoint: Optional[int] = None) -> tuple[jax.Array, State]:
+    """Runs `cell` over `xs [T, B, I]` from `h0`; returns `(ys [T, B, H], h_T)`.
+
+    With `checkpoint=c`, the steps run in segments of `c` under `jax.checkpoint`: the backward pass
+    keeps only the state at segment boundaries and recomputes each segment (sqrt(T) memory for
+    `c ~ sqrt(T)`), at the cost of a second forward pass.
+    """
     masks = Masks() if masks is None else masks
     T = xs.shape[0]
     if T == 0:
         return jnp.zeros((0, xs.shape[1], cell.output_size), cell.state_dtype), h0
-    k = min(k, T)
-    n, r = divmod(T, k)
-    lengths, resets = masks.lengths, masks.resets
+    lengths = masks.lengths
     where = lambda c, a, b: jax.tree.map(functools.partial(jnp.where, c), a, b)  # noqa: E731
 
     def chunk(h, x_c, t_c, reset_c):
@@ -65,18 +68,36 @@ def run_cell(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool,
             h, outs[j] = h_new, out
         return h, jnp.stack(outs)
 
-    ts = jnp.arange(T, dtype=jnp.int32)
-    main = slice(r, T) if reverse else slice(0, n * k)  # the part the scan walks, n chunks of k
-    rest = slice(0, r) if reverse else slice(n * k, T)  # the other r steps
-    part = lambda a, s: None if a is None else a[s]  # noqa: E731
-    if n == 1:
-        h, ys_main = chunk(h0, xs[main], ts[main], part(resets, main))
+    def steps(h, x, t, resets):
+        return blocks(chunk, h, (x, t, resets), k, reverse)
+
+    seqs = (xs, jnp.arange(T, dtype=jnp.int32), masks.resets)
+    if checkpoint is None or checkpoint >= T:
+        h, ys = steps(h0, *seqs)
     else:
-        split = lambda a: None if a is None else a[main].reshape(n, k, *a.shape[1:])  # noqa: E731
-        h, ys_main = jax.lax.scan(lambda h, c: chunk(h, *c), h0,
-                                  (split(xs), split(ts), split(resets)), reverse=reverse)
+        h, ys = blocks(jax.checkpoint(steps), h0, seqs, checkpoint, reverse)
+    return ys, h
+
+
+def blocks(body, h, seqs: tuple, k: int, reverse: bool):
+    """`body(h, *block) -> (h, ys)` over consecutive blocks of `k` steps of `seqs` (time-first
+    arrays, or None), in time order or reversed: a `lax.scan` over the `T // k` full blocks, and one
+    more call for the `T mod k` steps left (after the scan; before it in time order when reversed).
+    A single block runs without a scan. Returns `(h, ys [T, ...])`.
+    """
+    T = seqs[0].shape[0]
+    k = min(k, T)
+    n, r = divmod(T, k)
+    main = slice(r, T) if reverse else slice(0, n * k)  # the part the scan walks, n blocks of k
+    rest = slice(0, r) if reverse else slice(n * k, T)  # the other r steps
+    part = lambda s: tuple(None if a is None else a[s] for a in seqs)  # noqa: E731
+    if n == 1:
+        h, ys_main = body(h, *part(main))
+    else:
+        split = tuple(None if a is None else a.reshape(n, k, *a.shape[1:]) for a in part(main))
+        h, ys_main = jax.lax.scan(lambda h, c: body(h, *c), h, split, reverse=reverse)
         ys_main = ys_main.reshape(n * k, *ys_main.shape[2:])
     if r == 0:
-        return ys_main, h
-    h, ys_rest = chunk(h, xs[rest], ts[rest], part(resets, rest))
-    return jnp.concatenate([ys_rest, ys_main] if reverse else [ys_main, ys_rest]), h
+        return h, ys_main
+    h, ys_rest = body(h, *part(rest))
+    return h, jnp.concatenate([ys_rest, ys_main] if reverse else [ys_main, ys_rest])

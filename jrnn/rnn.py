@@ -197,7 +197,7 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
               unroll: Union[int, bool] = 1, reverse: bool = False, time_major: bool = False,
               lengths: Optional[jax.Array] = None, resets: Optional[jax.Array] = None,
               key: Optional[jax.Array] = None, dropout: float = 0.0, recurrent_dropout: float = 0.0,
-              layer_dropout: float = 0.0) -> tuple[Any, State]:
+              layer_dropout: float = 0.0, checkpoint: Optional[int] = None) -> tuple[Any, State]:
     """Runs a cell, a `Bidirectional` pair or a `Stack` over a sequence.
 
     Args:
@@ -223,6 +223,9 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
         sequence and layer (Keras' `recurrent_dropout`).
       layer_dropout: dropout rate on each stacked layer's output but the last, a fresh mask per
         element (PyTorch's `dropout`).
+      checkpoint: None, or an int c: the backward pass keeps the state only every c steps and
+        recomputes the steps in between (`jax.checkpoint` per segment). `c ~ sqrt(T)` cuts the
+        memory of a long sequence by about `sqrt(T)` for about one more forward pass of time.
 
     Returns:
       `(ys, h_T)`: outputs `[..., T, F]` (layout as `xs`; F the output width; a pair for a
@@ -233,6 +236,9 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
     xs = _check_input("xs", xs, params, 2, layout)
     unroll = _check_unroll(unroll)
     rates = _check_dropout(key, dropout, recurrent_dropout, layer_dropout)
+    if checkpoint is not None and (isinstance(checkpoint, (bool, np.bool_))
+                                   or not isinstance(checkpoint, (int, np.integer)) or checkpoint < 1):
+        raise ValueError(f"`checkpoint` must be None or a positive int; got {checkpoint!r}")
     if time_major:
         T, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
     else:
@@ -250,7 +256,7 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
     ys, h_T = run(params, xs.reshape(T, B, params.input_size),
                   jax.tree.map(lambda a: a.reshape(B, a.shape[-1]), h0),
                   k=T if unroll is True else unroll, reverse=reverse, lengths=lengths, resets=resets,
-                  key=key, dropout=rates)
+                  key=key, dropout=rates, checkpoint=None if checkpoint is None else int(checkpoint))
 
     def unflat(y):
         y = y.reshape(T, *batch_shape, y.shape[-1])

@@ -228,3 +228,37 @@ def test_errors_raise_under_jit_before_compute():
     f = jax.jit(jrnn.rnn_apply)
     with pytest.raises(ValueError, match=r"`xs` must have shape"):
         f(GRU_P, jnp.ones((2, 5, 8)))
+
+
+@pytest.mark.parametrize("kind", ["simple_tanh", "lstm", "gru_reset_before"])
+@pytest.mark.parametrize("checkpoint, unroll", [(3, 1), (4, 2), (5, True)])
+def test_checkpoint_gives_the_plain_scan_values_and_grads(kind, checkpoint, unroll):
+    params = make(kind)
+    xs = jax.random.normal(jax.random.key(7), (3, 11, params.input_size))
+    h0 = rand_state(params, (3,))
+    lengths = jnp.array([11, 4, 0])
+    resets = jnp.zeros((3, 11), bool).at[0, 6].set(True)
+
+    def loss(params, xs, h0, **kw):
+        ys, h = jrnn.rnn_apply(params, xs, h0, lengths=lengths, resets=resets, reverse=True, **kw)
+        return jnp.sum(ys * ys) + sum(jnp.sum(a) for a in jax.tree.leaves(h))
+
+    want = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(params, xs, h0)
+    got = jax.jit(jax.value_and_grad(functools.partial(loss, checkpoint=checkpoint, unroll=unroll),
+                                     argnums=(0, 1, 2)))(params, xs, h0)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), got, want)
+
+
+def test_checkpoint_cuts_saved_memory():
+    params = make("gru", I=8, H=8)
+    xs = jnp.ones((256, 2, 8))  # time-major: no transposed copy of the inputs in the temp memory
+    temp = {}
+    for c in (None, 16):
+        g = jax.jit(jax.grad(lambda p, c=c: jrnn.rnn_apply(p, xs, time_major=True, checkpoint=c)[0].sum()))
+        temp[c] = g.lower(params).compile().memory_analysis().temp_size_in_bytes
+    assert temp[16] * 4 < temp[None]
+
+
+def test_checkpoint_errors():
+    with pytest.raises(ValueError, match=r"`checkpoint` must be None or a positive int; got 0"):
+        jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), checkpoint=0)
