@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo clean
+.PHONY: test demo bench clean
 
 $(VENV)/.test: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,17 @@ $(VENV)/.test: pyproject.toml
 test: $(VENV)/.test
 	$(VENV)/bin/ruff check jrnn tests bench examples
 	KERAS_BACKEND=jax $(PY) -m pytest -q -n 2
+
+$(VENV)/.bench: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[bench]"
+	touch $@
+
+# Quick preset of both benchmarks (under 10 minutes on 2 cores); results in bench/results/.
+bench: $(VENV)/.bench
+	KERAS_BACKEND=jax $(PY) bench/scan_vs_unroll.py --quick
+	KERAS_BACKEND=jax $(PY) bench/peers.py --quick
 
 demo: $(VENV)/.test
 	$(PY) examples/tutorial.py
