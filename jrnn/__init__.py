@@ -14,6 +14,7 @@ from jrnn.interop.keras import from_keras, to_keras
 from jrnn.interop.torch import from_torch, to_torch
 from jrnn.layers import Bidirectional, Stack
 from jrnn.rnn import cell_apply, initial_state, rnn_apply
+from jrnn.sequences import last_valid, masked_mean, sequence_mask
 
 try:
     __version__ = version("jrnn")
@@ -31,9 +32,12 @@ __all__ = [
     "initial_state",
     "from_keras",
     "from_torch",
+    "last_valid",
     "load",
+    "masked_mean",
     "rnn_apply",
     "save",
+    "sequence_mask",
     "to_keras",
     "to_torch",
 ]
