@@ -8,6 +8,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from jrnn.cells.gru import GRU
 from jrnn.cells.lstm import LSTM, LSTMState
+from jrnn.cells.min_gru import MinGRU
+from jrnn.cells.min_lstm import MinLSTM
 from jrnn.cells.simple_rnn import SimpleRNN
 from jrnn.checkpoint import load, save
 from jrnn.interop.keras import from_keras, to_keras
@@ -27,6 +29,8 @@ __all__ = [
     "GRU",
     "LSTM",
     "LSTMState",
+    "MinGRU",
+    "MinLSTM",
     "SimpleRNN",
     "cell_apply",
     "initial_state",

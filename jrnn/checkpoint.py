@@ -29,12 +29,14 @@ import numpy as np
 
 from jrnn.cells.gru import GRU
 from jrnn.cells.lstm import LSTM, LSTMState
+from jrnn.cells.min_gru import MinGRU
+from jrnn.cells.min_lstm import MinLSTM
 from jrnn.cells.simple_rnn import SimpleRNN
 from jrnn.layers import Bidirectional, Stack
 
 # The classes a checkpoint may hold, looked up by `__name__` on load. Add new params dataclasses (static
 # fields str/int/float/bool/None/tuple) and array-only NamedTuples here.
-CLASSES = (SimpleRNN, LSTM, GRU, Bidirectional, Stack, LSTMState)
+CLASSES = (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, Bidirectional, Stack, LSTMState)
 
 FORMAT = "jrnn-checkpoint"
 VERSION = 1

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn.cells.base import CellBase, check_choice, check_positive_int
-from jrnn.loop import Masks, run_cell
+from jrnn.loop import Masks, run_cell, run_parallel
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
@@ -131,9 +131,9 @@ def _mask(key, rate: float, shape, dtype) -> Optional[jax.Array]:
 
 def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Optional[jax.Array],
         resets: Optional[jax.Array], key: Optional[jax.Array], dropout: Dropout,
-        checkpoint: Optional[int] = None):
+        checkpoint: Optional[int] = None, mode: str = "auto"):
     """Runs any params on flat time-major `xs [T, B, I]` and flat state; returns `(ys, h_T)`."""
-    kw = dict(k=k, lengths=lengths, resets=resets, dropout=dropout, checkpoint=checkpoint)
+    kw = dict(k=k, lengths=lengths, resets=resets, dropout=dropout, checkpoint=checkpoint, mode=mode)
     if isinstance(params, Bidirectional):
         kf, kb = (None, None) if key is None else jax.random.split(key)
         yf, hf = run(params.forward, xs, h0[0], reverse=reverse, key=kf, **kw)
@@ -163,7 +163,26 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Op
     masks = Masks(lengths=lengths, resets=resets, h_reset=None if resets is None else h0,
                   in_mask=_mask(k_in, dropout.input, (B, params.input_size), params.dtype),
                   rec_mask=_mask(k_rec, dropout.recurrent, (B, params.hidden_size), params.dtype))
+    if parallel(params, mode, T):
+        return run_parallel(params, xs, h0, reverse=reverse, masks=masks)
     return run_cell(params, xs, h0, k=k, reverse=reverse, masks=masks, checkpoint=checkpoint)
+
+
+PARALLEL_MIN_T = {"cpu": None, "gpu": 64, "tpu": 64}  # `mode="auto"`: parallel from this T (None: never)
+
+
+def parallel(cell, mode: str, T: int) -> bool:
+    """Whether `cell` runs by associative scan: `mode="auto"` picks by backend and length.
+
+    On this project's 2-core CPU the sequential scan won at every length measured (bench/parallel.py);
+    on accelerators the parallel form is expected to win from a few dozen steps.
+    """
+    if not getattr(cell, "linear", False) or mode == "sequential":
+        return False
+    if mode == "parallel":
+        return True
+    threshold = PARALLEL_MIN_T.get(jax.default_backend())
+    return threshold is not None and T >= threshold
 
 
 def merge(mode: Optional[str], yf: jax.Array, yb: jax.Array):

@@ -14,6 +14,8 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from jrnn.cells.linear import combine
+
 State = Any  # an array `[B, H]`, or an `LSTMState` of two
 
 
@@ -101,3 +103,34 @@ def blocks(body, h, seqs: tuple, k: int, reverse: bool):
         return h, ys_main
     h, ys_rest = body(h, *part(rest))
     return h, jnp.concatenate([ys_rest, ys_main] if reverse else [ys_main, ys_rest])
+
+
+def run_parallel(cell, xs: jax.Array, h0: jax.Array, *, reverse: bool,
+                 masks: Optional[Masks] = None) -> tuple[jax.Array, jax.Array]:
+    """A linear-recurrence cell over `xs [T, B, I]` by `jax.lax.associative_scan`: O(log T) depth.
+
+    Every step is the affine map `h -> a_t * h + b_t`; padded steps become the identity (`a=1, b=0`),
+    a reset step maps every state to `a_t * h_reset + b_t`, and `h0` enters the first map applied.
+    """
+    masks = Masks() if masks is None else masks
+    T = xs.shape[0]
+    if T == 0:
+        return jnp.zeros((0, xs.shape[1], cell.output_size), cell.state_dtype), h0
+    if masks.in_mask is not None:
+        xs = xs * masks.in_mask.astype(xs.dtype)[None]
+    a, b = cell.coefficients(cell.project(xs))  # [T, B, H] each
+    valid = None
+    if masks.lengths is not None:
+        valid = (jnp.arange(T, dtype=jnp.int32)[:, None] < masks.lengths[None, :])[..., None]
+        a = jnp.where(valid, a, jnp.ones_like(a))
+        b = jnp.where(valid, b, jnp.zeros_like(b))
+    if masks.resets is not None:
+        reset = masks.resets[..., None] if valid is None else masks.resets[..., None] & valid
+        b = jnp.where(reset, a * masks.h_reset.astype(a.dtype)[None] + b, b)
+        a = jnp.where(reset, jnp.zeros_like(a), a)
+    first = T - 1 if reverse else 0
+    b = b.at[first].add(a[first] * h0.astype(a.dtype))
+    _, hs = jax.lax.associative_scan(combine, (a, b), reverse=reverse, axis=0)
+    hs = hs.astype(cell.state_dtype)
+    ys = hs if valid is None else jnp.where(valid, hs, jnp.zeros_like(hs))
+    return ys, hs[0 if reverse else T - 1]

@@ -17,6 +17,7 @@ from jrnn.cells.base import CellBase
 from jrnn.cells.lstm import LSTMState
 from jrnn.layers import MERGE_MODES, Bidirectional, Dropout, Params, Stack, run
 
+MODES = ("auto", "sequential", "parallel")
 State = Any  # an array `[..., H]`, an `LSTMState`, or tuples of them for composites
 
 
@@ -46,7 +47,7 @@ def _check_params(params, name: str = "params", in_stack: bool = False) -> None:
                     f"`{name}.layers[{i}]` takes {layer.input_size} input features but "
                     f"`{name}.layers[{i - 1}]` gives {params.layers[i - 1].output_size}")
         return
-    raise TypeError(f"`{name}` must be jrnn params (SimpleRNN, LSTM, GRU, Bidirectional"
+    raise TypeError(f"`{name}` must be jrnn params (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, Bidirectional"
                     f"{'' if in_stack else ', Stack'}); got {type(params).__name__}")
 
 
@@ -150,6 +151,27 @@ def _check_dropout(key, dropout: float, recurrent_dropout: float, layer_dropout:
     return Dropout(*(float(r) for r in rates))
 
 
+def _cells(params) -> list:
+    if isinstance(params, Stack):
+        return [c for layer in params.layers for c in _cells(layer)]
+    if isinstance(params, Bidirectional):
+        return [params.forward, params.backward]
+    return [params]
+
+
+def _check_mode(params, mode, rates: Dropout) -> None:
+    if mode not in MODES:
+        raise ValueError(f"Unknown `mode` {mode!r}; expected one of {MODES}")
+    cells = _cells(params)
+    if mode == "parallel" and not all(getattr(c, "linear", False) for c in cells):
+        names = sorted({type(c).__name__ for c in cells if not getattr(c, "linear", False)})
+        raise ValueError(f"`mode=\"parallel\"` needs linear-recurrence cells (MinGRU, MinLSTM); "
+                         f"got {', '.join(names)}: use mode=\"sequential\"")
+    if rates.recurrent and any(getattr(c, "linear", False) for c in cells):
+        raise ValueError("`recurrent_dropout` needs a recurrent matmul, which MinGRU and MinLSTM do not "
+                         "have; use `dropout`")
+
+
 def initial_state(params: Params, batch_shape: tuple[int, ...] = ()) -> State:
     """Zero state `[*batch_shape, H]`; `LSTMState(h, c)` for an LSTM; tuples for composites."""
     _check_params(params)
@@ -197,7 +219,8 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
               unroll: Union[int, bool] = 1, reverse: bool = False, time_major: bool = False,
               lengths: Optional[jax.Array] = None, resets: Optional[jax.Array] = None,
               key: Optional[jax.Array] = None, dropout: float = 0.0, recurrent_dropout: float = 0.0,
-              layer_dropout: float = 0.0, checkpoint: Optional[int] = None) -> tuple[Any, State]:
+              layer_dropout: float = 0.0, checkpoint: Optional[int] = None,
+              mode: str = "auto") -> tuple[Any, State]:
     """Runs a cell, a `Bidirectional` pair or a `Stack` over a sequence.
 
     Args:
@@ -226,6 +249,10 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
       checkpoint: None, or an int c: the backward pass keeps the state only every c steps and
         recomputes the steps in between (`jax.checkpoint` per segment). `c ~ sqrt(T)` cuts the
         memory of a long sequence by about `sqrt(T)` for about one more forward pass of time.
+      mode: "sequential" (scan or unroll, every cell), "parallel" (`jax.lax.associative_scan` over
+        the affine steps: linear-recurrence cells only, MinGRU and MinLSTM; `unroll` and `checkpoint`
+        do not apply), or "auto" (the default: parallel for those cells where the backend and `T`
+        favour it, see `jrnn.layers.PARALLEL_MIN_T`; sequential otherwise).
 
     Returns:
       `(ys, h_T)`: outputs `[..., T, F]` (layout as `xs`; F the output width; a pair for a
@@ -236,6 +263,7 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
     xs = _check_input("xs", xs, params, 2, layout)
     unroll = _check_unroll(unroll)
     rates = _check_dropout(key, dropout, recurrent_dropout, layer_dropout)
+    _check_mode(params, mode, rates)
     if checkpoint is not None and (isinstance(checkpoint, (bool, np.bool_))
                                    or not isinstance(checkpoint, (int, np.integer)) or checkpoint < 1):
         raise ValueError(f"`checkpoint` must be None or a positive int; got {checkpoint!r}")
@@ -256,7 +284,8 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
     ys, h_T = run(params, xs.reshape(T, B, params.input_size),
                   jax.tree.map(lambda a: a.reshape(B, a.shape[-1]), h0),
                   k=T if unroll is True else unroll, reverse=reverse, lengths=lengths, resets=resets,
-                  key=key, dropout=rates, checkpoint=None if checkpoint is None else int(checkpoint))
+                  key=key, dropout=rates, checkpoint=None if checkpoint is None else int(checkpoint),
+                  mode=mode)
 
     def unflat(y):
         y = y.reshape(T, *batch_shape, y.shape[-1])

@@ -1,0 +1,44 @@
+"""minLSTM (Feng et al., 2024): input-only forget and input gates, normalised to sum to one."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jrnn.cells.base import check_init_args
+from jrnn.cells.linear import LinearCell, g
+from jrnn.cells.min_gru import linear_weights
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class MinLSTM(LinearCell):
+    """Params of a minLSTM cell: `h' = f' * h + i' * g(h~)` with `f = sigmoid(x W_f + b_f)`,
+    `i = sigmoid(x W_i + b_i)`, `f' = f / (f + i)`, `i' = i / (f + i)`, `h~ = x W_h + b_h`.
+
+    Attributes:
+      kernel: `[I, 3H]`, columns `f, i, h`.
+      bias: `[3H]`, or None.
+    """
+
+    kernel: jax.Array
+    bias: Optional[jax.Array]
+
+    gates = 3
+
+    @classmethod
+    def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, use_bias: bool = True,
+             initializer: str = "keras", dtype=jnp.float32) -> MinLSTM:
+        """Makes params: glorot-uniform kernel and zero bias, or `initializer="pytorch"` (nn.Linear's)."""
+        input_size, hidden_size, dtype = check_init_args(input_size, hidden_size, initializer, dtype)
+        return cls(*linear_weights(key, input_size, hidden_size, 3, use_bias, initializer, dtype))
+
+    def coefficients(self, gx: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """`a = f'`, `b = i' * g(h~)`, the normalised gates in the paper's log-space form:
+        `f' = sigmoid(log f - log i) = sigmoid(softplus(-k_i) - softplus(-k_f))`."""
+        kf, ki, h_tilde = jnp.split(gx, 3, axis=-1)
+        d = jax.nn.softplus(-ki) - jax.nn.softplus(-kf)  # log f - log i
+        return jax.nn.sigmoid(d), jax.nn.sigmoid(-d) * g(h_tilde)

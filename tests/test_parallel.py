@@ -1,0 +1,111 @@
+"""MinGRU and MinLSTM: the paper's equations in NumPy, and parallel mode == sequential mode."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jrnn
+
+KINDS = {"mingru": jrnn.MinGRU, "minlstm": jrnn.MinLSTM}
+
+
+def np_sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def np_g(x):
+    return np.where(x >= 0, x + 0.5, np_sigmoid(x))
+
+
+def np_step(kind, p, x, h):
+    """Feng et al. (2024), sequential form, written from the paper."""
+    W, b = np.asarray(p.kernel, np.float64), np.asarray(p.bias, np.float64)
+    pre = x @ W + b
+    if kind == "mingru":
+        k, h_tilde = np.split(pre, 2, axis=-1)
+        z = np_sigmoid(k)
+        return (1 - z) * h + z * np_g(h_tilde)
+    kf, ki, h_tilde = np.split(pre, 3, axis=-1)
+    f, i = np_sigmoid(kf), np_sigmoid(ki)
+    return f / (f + i) * h + i / (f + i) * np_g(h_tilde)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_step_matches_the_papers_equations(kind):
+    p = KINDS[kind].init(jax.random.key(0), 5, 6, initializer="pytorch")
+    x = np.asarray(jax.random.normal(jax.random.key(1), (3, 5)) * 3)
+    h = np.asarray(jax.random.normal(jax.random.key(2), (3, 6)))
+    out, h_new = jrnn.cell_apply(p, jnp.asarray(x), jnp.asarray(h))
+    np.testing.assert_allclose(h_new, np_step(kind, p, x, h), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, h_new)
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "reverse"))
+def loss_and_grads(p, xs, h0, lengths, resets, mode, reverse):
+    def loss(p, xs, h0):
+        ys, h = jrnn.rnn_apply(p, xs, h0, lengths=lengths, resets=resets, reverse=reverse, mode=mode)
+        w = jnp.linspace(-1, 1, ys.shape[-1])[None, None]
+        return jnp.sum(ys * w) + jnp.sum(h), (ys, h)
+
+    return jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(p, xs, h0)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("T", [1, 2, 7, 64, 1000])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_parallel_equals_sequential(kind, T, reverse):
+    p = KINDS[kind].init(jax.random.key(0), 3, 4, initializer="pytorch")
+    B = 3
+    xs = jax.random.normal(jax.random.key(1), (B, T, 3))
+    h0 = jax.random.normal(jax.random.key(2), (B, 4))
+    lengths = jnp.array([T, max(T // 2, 1), 0])
+    resets = jax.random.bernoulli(jax.random.key(3), 0.1, (B, T))
+    seq = loss_and_grads(p, xs, h0, lengths, resets, "sequential", reverse)
+    par = loss_and_grads(p, xs, h0, lengths, resets, "parallel", reverse)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5), par, seq)
+
+
+def test_stack_and_bidirectional_in_parallel_mode():
+    k1, k2 = jax.random.split(jax.random.key(0))
+    stack = jrnn.Stack((jrnn.Bidirectional.init(k1, jrnn.MinGRU, 3, 4), jrnn.MinLSTM.init(k2, 8, 5)))
+    xs = jax.random.normal(jax.random.key(1), (2, 9, 3))
+    lengths = jnp.array([9, 3])
+    run = jax.jit(jrnn.rnn_apply, static_argnames="mode")
+    a = run(stack, xs, lengths=lengths, mode="sequential")
+    b = run(stack, xs, lengths=lengths, mode="parallel")
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a, b)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_long_sequences_stay_finite(kind):
+    p = KINDS[kind].init(jax.random.key(0), 4, 8)
+    xs = 3 * jax.random.normal(jax.random.key(1), (2, 16384, 4))
+    for mode in ("parallel", "sequential"):
+        g = jax.jit(jax.value_and_grad(lambda p, m=mode: jnp.mean(jrnn.rnn_apply(p, xs, mode=m)[0])))
+        value, grads = g(p)
+        assert bool(jnp.isfinite(value))
+        assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(grads))
+
+
+def test_mode_errors():
+    gru = jrnn.GRU.init(jax.random.key(0), 3, 4)
+    xs = jnp.ones((2, 5, 3))
+    with pytest.raises(ValueError, match=r'`mode="parallel"` needs linear-recurrence cells '
+                                         r"\(MinGRU, MinLSTM\); got GRU"):
+        jrnn.rnn_apply(gru, xs, mode="parallel")
+    with pytest.raises(ValueError, match=r"Unknown `mode` 'fast'; expected one of \('auto', 'sequential', "):
+        jrnn.rnn_apply(gru, xs, mode="fast")
+    with pytest.raises(ValueError, match=r"`recurrent_dropout` needs a recurrent matmul"):
+        jrnn.rnn_apply(jrnn.MinGRU.init(jax.random.key(0), 3, 4), xs, key=jax.random.key(1),
+                       recurrent_dropout=0.5)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    p = {"a": jrnn.MinGRU.init(jax.random.key(0), 3, 4), "b": jrnn.MinLSTM.init(jax.random.key(1), 3, 4)}
+    jrnn.save(tmp_path / "m.ckpt", p)
+    q = jrnn.load(tmp_path / "m.ckpt")
+    assert jax.tree.structure(q) == jax.tree.structure(p)
+    jax.tree.map(np.testing.assert_array_equal, q, p)
