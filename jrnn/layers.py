@@ -131,20 +131,24 @@ def _mask(key, rate: float, shape, dtype) -> Optional[jax.Array]:
 
 def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Optional[jax.Array],
         resets: Optional[jax.Array], key: Optional[jax.Array], dropout: Dropout,
-        checkpoint: Optional[int] = None, mode: str = "auto"):
-    """Runs any params on flat time-major `xs [T, B, I]` and flat state; returns `(ys, h_T)`."""
+        checkpoint: Optional[int] = None, mode: str = "auto", reset_state=None):
+    """Runs any params on flat time-major `xs [T, B, I]` and flat state; returns `(ys, h_T)`.
+
+    `reset_state` (same structure as `h0`, or None for `h0` itself) is what `resets` restores.
+    """
+    sub = lambda i: None if reset_state is None else reset_state[i]  # noqa: E731
     kw = dict(k=k, lengths=lengths, resets=resets, dropout=dropout, checkpoint=checkpoint, mode=mode)
     if isinstance(params, Bidirectional):
         kf, kb = (None, None) if key is None else jax.random.split(key)
-        yf, hf = run(params.forward, xs, h0[0], reverse=reverse, key=kf, **kw)
-        yb, hb = run(params.backward, xs, h0[1], reverse=not reverse, key=kb, **kw)
+        yf, hf = run(params.forward, xs, h0[0], reverse=reverse, key=kf, reset_state=sub(0), **kw)
+        yb, hb = run(params.backward, xs, h0[1], reverse=not reverse, key=kb, reset_state=sub(1), **kw)
         return merge(params.merge, yf, yb), (hf, hb)
     if isinstance(params, Stack):
         keys = [None] * len(params.layers) if key is None else jax.random.split(key, len(params.layers))
         states = []
         for i, (layer, h, kl) in enumerate(zip(params.layers, h0, keys, strict=True)):
             kl, kd = (None, None) if kl is None else jax.random.split(kl)
-            ys, h = run(layer, xs, h, reverse=reverse, key=kl, **kw)
+            ys, h = run(layer, xs, h, reverse=reverse, key=kl, reset_state=sub(i), **kw)
             if params.residual and layer.input_size == layer.output_size:
                 ys = ys + xs.astype(ys.dtype)
                 if lengths is not None:
@@ -160,7 +164,8 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Op
     k_in, k_rec = (None, None) if key is None else jax.random.split(key)
     if resets is not None and reverse:  # reset before step t when step t + 1 starts an episode
         resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
-    masks = Masks(lengths=lengths, resets=resets, h_reset=None if resets is None else h0,
+    h_reset = h0 if reset_state is None else reset_state
+    masks = Masks(lengths=lengths, resets=resets, h_reset=None if resets is None else h_reset,
                   in_mask=_mask(k_in, dropout.input, (B, params.input_size), params.dtype),
                   rec_mask=_mask(k_rec, dropout.recurrent, (B, params.hidden_size), params.dtype))
     if parallel(params, mode, T):

@@ -220,7 +220,7 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
               lengths: Optional[jax.Array] = None, resets: Optional[jax.Array] = None,
               key: Optional[jax.Array] = None, dropout: float = 0.0, recurrent_dropout: float = 0.0,
               layer_dropout: float = 0.0, checkpoint: Optional[int] = None,
-              mode: str = "auto") -> tuple[Any, State]:
+              mode: str = "auto", reset_state: Optional[State] = None) -> tuple[Any, State]:
     """Runs a cell, a `Bidirectional` pair or a `Stack` over a sequence.
 
     Args:
@@ -236,9 +236,12 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
       lengths: int array of the batch shape, for right-padded sequences. Values are clipped to
         `[0, T]`. Outputs at steps `t >= length` are zero and the state stops changing after the
         last valid step; with `reverse`, only each sequence's valid part is reversed.
-      resets: bool `[..., T]` (`[T, ...]` when `time_major`): the state goes back to `h0` before
-        step `t` where `resets[..., t]` (an episode starts at `t`). In a reverse run the state goes
-        back to `h0` after step `t` instead, so every episode runs on its own either way.
+      resets: bool `[..., T]` (`[T, ...]` when `time_major`): the state goes back to `reset_state`
+        before step `t` where `resets[..., t]` (an episode starts at `t`). In a reverse run the
+        state goes back after step `t` instead, so every episode runs on its own either way.
+      reset_state: what `resets` restores, structured and broadcast like `h0`; None means `h0`
+        itself. When `h0` is a state carried over from the previous chunk (truncated BPTT, RL),
+        pass the initial state here, e.g. `jrnn.initial_state(params)` for zeros.
       key: PRNG key; dropout is active only when one is given (no key: deterministic inference).
       dropout: input dropout rate, one mask per sequence and layer, reused at every step
         (variational, Keras' `dropout`), applied before the input projection.
@@ -274,6 +277,9 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
         xs = jnp.moveaxis(xs, -2, 0)
     h0 = _check_state("h0", h0, params, batch_shape)
     B = math.prod(batch_shape)
+    if reset_state is not None:
+        reset_state = jax.tree.map(lambda a: a.reshape(B, a.shape[-1]),
+                                   _check_state("reset_state", reset_state, params, batch_shape))
     if lengths is not None:
         lengths = _check_lengths(lengths, batch_shape, T).reshape(B)
     if resets is not None:
@@ -285,7 +291,7 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
                   jax.tree.map(lambda a: a.reshape(B, a.shape[-1]), h0),
                   k=T if unroll is True else unroll, reverse=reverse, lengths=lengths, resets=resets,
                   key=key, dropout=rates, checkpoint=None if checkpoint is None else int(checkpoint),
-                  mode=mode)
+                  mode=mode, reset_state=reset_state)
 
     def unflat(y):
         y = y.reshape(T, *batch_shape, y.shape[-1])

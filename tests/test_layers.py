@@ -636,3 +636,18 @@ def test_errors():
             jrnn.rnn_apply(stack, xs, resets=np.zeros(shape, bool))
     with pytest.raises(ValueError, match="`resets` must have shape"):  # time-major wants [T, B]
         jrnn.rnn_apply(stack, jnp.swapaxes(xs, 0, 1), time_major=True, resets=np.zeros((2, 5), bool))
+
+
+def test_reset_state_restores_zeros_while_h0_is_carried():
+    """Truncated BPTT: `h0` is the carried state, `reset_state` the fresh one that episodes start from."""
+    p = jrnn.LSTM.init(jax.random.key(0), 3, 4, initializer="pytorch")
+    xs = jax.random.normal(jax.random.key(1), (2, 6, 3))
+    carried = jrnn.LSTMState(jnp.ones((2, 4)), -jnp.ones((2, 4)))
+    resets = jnp.zeros((2, 6), bool).at[:, 2].set(True)
+    zeros = jrnn.initial_state(p)  # [H] parts, broadcast over the batch
+    for unroll in (1, True):
+        ys, _ = jrnn.rnn_apply(p, xs, carried, resets=resets, reset_state=zeros, unroll=unroll)
+        alone, _ = jrnn.rnn_apply(p, xs[:, 2:])  # the episode from step 2, from zeros
+        np.testing.assert_allclose(ys[:, 2:], alone, rtol=1e-5, atol=1e-6)
+        head, _ = jrnn.rnn_apply(p, xs[:, :2], carried)
+        np.testing.assert_allclose(ys[:, :2], head, rtol=1e-5, atol=1e-6)
