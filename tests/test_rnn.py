@@ -263,3 +263,11 @@ def test_checkpoint_cuts_saved_memory():
 def test_checkpoint_errors():
     with pytest.raises(ValueError, match=r"`checkpoint` must be None or a positive int; got 0"):
         jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), checkpoint=0)
+
+
+def test_default_unroll_rule():
+    from jrnn.rnn import default_unroll
+
+    small, large = make("lstm", I=3, H=64), make("lstm", I=3, H=512)
+    assert default_unroll(small, 128, 4) == 4 and default_unroll(large, 128, 64) == 2
+    assert default_unroll(small, 1, 4) == 1  # never more than T

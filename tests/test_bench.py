@@ -1,0 +1,62 @@
+"""Smoke tests of the benchmark scripts: each runs its `--smoke` grid in-process and writes its files.
+
+In-process, so the conftest's strict dtype promotion, rank promotion "raise" and warnings-as-errors
+hold inside the scripts too. Each test writes under `tmp_path`, never to bench/results.
+"""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run_script(name: str, monkeypatch, *args: str) -> int:
+    """Runs `bench/<name>` as `__main__` with `args`; returns its exit code."""
+    monkeypatch.syspath_prepend(str(BENCH))  # the scripts `import common`, as when run from a shell
+    monkeypatch.setattr(sys, "argv", [str(BENCH / name), *args])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(BENCH / name), run_name="__main__")
+    return exit_info.value.code
+
+
+# --- bench/scan_vs_unroll.py ----------------------------------------------------------------------------
+
+
+def test_scan_vs_unroll_smoke(tmp_path, monkeypatch):
+    assert run_script("scan_vs_unroll.py", monkeypatch, "--smoke", "--out", str(tmp_path)) == 0
+    data = json.loads((tmp_path / "scan_vs_unroll.json").read_text())
+    md = (tmp_path / "scan_vs_unroll.md").read_text()
+    for name in ("scan_vs_unroll_run.png", "scan_vs_unroll_compile.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+    assert {"command", "preset", "machine", "cap_seconds", "calls", "default_fn", "grid", "results",
+            "summary", "runtime_s", "plots"} <= set(data)
+    assert data["preset"] == "smoke" and "--smoke" in data["command"]
+    assert {"cpu", "cores", "device", "jax"} <= set(data["machine"])
+    results = data["results"]
+    # SimpleRNN, T in {3, 8}, forward and forward+backward, unroll 1, 2, True and the default.
+    assert {(r["T"], r["direction"], r["unroll"]) for r in results} == {
+        (T, d, u) for T in (3, 8) for d in ("fwd", "fwd+bwd") for u in ("1", "2", "True", "default")}
+    for r in results:
+        assert r["status"] in ("ok", "skipped")
+        if r["status"] == "ok":
+            assert {"trace_ms", "lower_ms", "compile_ms", "median_ms", "min_ms", "calls", "temp_bytes",
+                    "hlo_lines"} <= set(r)
+            assert 0 < r["min_ms"] <= r["median_ms"]
+            assert r["check"] is None or r["check"]["ok"]  # unroll=1 is the reference: no check
+        else:
+            assert r["reason"]
+    assert all(r["status"] == "ok" for r in results)  # nothing in the tiny grid nears the cap
+    assert data["summary"]["rows"] and data["summary"]["compile_growth"]
+    assert {"best", "speedup_over_scan", "default_over_best"} <= set(data["summary"]["rows"][0])
+
+    assert md.startswith("# Scan vs unroll") and data["machine"]["jax"] in md and "--smoke" in md
+    assert "## SimpleRNN, tiny (B=2, H=4, I=4), forward+backward" in md and "**" in md and "## Summary" in md
+
+
+# --- bench/peers.py -------------------------------------------------------------------------------------
+# (its smoke test goes here: run_script("peers.py", monkeypatch, "--smoke", "--out", str(tmp_path)))
