@@ -53,8 +53,8 @@ class LSTM(CellBase):
         return cls(kernel, recurrent, bias)
 
     def zero_state(self, batch_shape: tuple[int, ...] = ()) -> LSTMState:
-        zeros = jnp.zeros((*batch_shape, self.hidden_size), self.state_dtype)
-        return LSTMState(zeros, zeros)
+        shape = (*batch_shape, self.hidden_size)  # two arrays, so the state can be donated to a jit
+        return LSTMState(jnp.zeros(shape, self.state_dtype), jnp.zeros(shape, self.state_dtype))
 
     def recur(self, gx: jax.Array, state: LSTMState, rec_mask=None) -> tuple[jax.Array, LSTMState]:
         """One step from `gx [..., 4H]` and `LSTMState(h, c)`; returns `(h', LSTMState(h', c'))`.
