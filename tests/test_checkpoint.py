@@ -309,8 +309,8 @@ def _lstm(h):
 BAD_SPECS = {
     "format_name": (lambda h: h.update(format="other"), None, r"not a jrnn checkpoint: .*does not name the"),
     "version": (lambda h: h.update(version=2), None, r"format version 2; this jrnn reads version 1"),
-    "unknown_class": (lambda h: _lstm(h).update({"class": "MinGRU"}), None,
-                      r"cannot be loaded: `params\['rnn'\]` is of class 'MinGRU', which this jrnn does not"),
+    "unknown_class": (lambda h: _lstm(h).update({"class": "Nope"}), None,
+                      r"cannot be loaded: `params\['rnn'\]` is of class 'Nope', which this jrnn does not"),
     "import_path_class": (lambda h: _lstm(h).update({"class": "os.system"}), None, r"class 'os.system'"),
     "shape": (lambda h: _lstm(h)["fields"]["kernel"].update(shape=[8, 3]), None,
               r"damaged jrnn checkpoint: `params\['rnn'\].kernel`: the spec says float32 \[8, 3\]; the file "
@@ -345,4 +345,4 @@ def test_bad_spec(saved, name):
 
 def test_registry_lookup_is_by_name_only():
     assert {cls.__name__ for cls in checkpoint.CLASSES} == {
-        "SimpleRNN", "LSTM", "GRU", "Bidirectional", "Stack", "LSTMState"}
+        "SimpleRNN", "LSTM", "GRU", "MinGRU", "MinLSTM", "Bidirectional", "Stack", "LSTMState"}
