@@ -9,7 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jrnn.cells.base import CellBase
+from jrnn.cells.base import CellBase, check_init_args
+from jrnn.initializers import glorot_uniform, uniform
 
 
 def g(x: jax.Array) -> jax.Array:
@@ -32,6 +33,20 @@ class LinearCell(CellBase):
     """Base of cells whose recurrence is linear in the state (no recurrent matmul)."""
 
     linear = True
+
+    @classmethod
+    def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, use_bias: bool = True,
+             initializer: str = "keras", dtype=jnp.float32):
+        """Makes params: glorot-uniform kernel and zero bias, or `initializer="pytorch"` (nn.Linear's
+        U(+-1/sqrt(I)))."""
+        input_size, hidden_size, dtype = check_init_args(input_size, hidden_size, initializer, dtype)
+        k1, k2 = jax.random.split(key)
+        shape = (input_size, cls.gates * hidden_size)
+        if initializer == "keras":
+            return cls(glorot_uniform(k1, shape, dtype), jnp.zeros(shape[1:], dtype) if use_bias else None)
+        bound = 1.0 / input_size**0.5
+        bias = uniform(k2, shape[1:], dtype, bound) if use_bias else None
+        return cls(uniform(k1, shape, dtype, bound), bias)
 
     @property
     def hidden_size(self) -> int:

@@ -8,9 +8,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jrnn.cells.base import check_init_args
 from jrnn.cells.linear import LinearCell, g
-from jrnn.cells.min_gru import linear_weights
 
 
 @jax.tree_util.register_dataclass
@@ -28,13 +26,6 @@ class MinLSTM(LinearCell):
     bias: Optional[jax.Array]
 
     gates = 3
-
-    @classmethod
-    def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, use_bias: bool = True,
-             initializer: str = "keras", dtype=jnp.float32) -> MinLSTM:
-        """Makes params: glorot-uniform kernel and zero bias, or `initializer="pytorch"` (nn.Linear's)."""
-        input_size, hidden_size, dtype = check_init_args(input_size, hidden_size, initializer, dtype)
-        return cls(*linear_weights(key, input_size, hidden_size, 3, use_bias, initializer, dtype))
 
     def coefficients(self, gx: jax.Array) -> tuple[jax.Array, jax.Array]:
         """`a = f'`, `b = i' * g(h~)`, the normalised gates in the paper's log-space form:
