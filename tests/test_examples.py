@@ -60,17 +60,15 @@ def test_make_data_shapes_and_split(data):
     np.testing.assert_array_equal(pixels["x_train"].reshape(-1, 8, 8), data["x_train"])  # same split
 
 
-@pytest.mark.parametrize("cell, bidirectional, readout, layers, unroll", [("gru", True, "state", 1, 1),
-                                                                          ("lstm", False, "mean", 1, 2)])
-def test_train_steps_lower_the_loss_on_a_fixed_batch(data, cell, bidirectional, readout, layers, unroll):
-    cfg = digits.Config(cell=cell, hidden=16, layers=layers, bidirectional=bidirectional, readout=readout,
-                        unroll=unroll, epochs=1, warmup_epochs=0, lr=3e-2, recurrent_dropout=0.0)
+def test_train_steps_lower_the_loss_on_a_fixed_batch(data):
+    # The GRU, the final-state readout and the bidirectional stack run in the other tests.
+    cfg = digits.Config(cell="lstm", hidden=16, bidirectional=False, readout="mean", unroll=2, epochs=1,
+                        warmup_epochs=0, lr=3e-2, recurrent_dropout=0.0)
     mesh = digits.make_mesh(1)
     optimizer = digits.make_optimizer(cfg, steps_per_epoch=10)
     step = digits.make_train_step(cfg, optimizer, mesh)
     params = digits.replicate(mesh, lambda k: digits.init_params(k, cfg, 8), jax.random.key(0))
-    assert params["rnn"].output_size == (32 if bidirectional else 16)
-    assert params["readout"]["w"].shape == (params["rnn"].output_size, 10)
+    assert params["readout"]["w"].shape == (16, 10) and params["readout"]["b"].shape == (10,)
     opt_state = optimizer.init(params)
     xs, ys = digits.shard_batch(mesh, data["x_train"][:64], data["y_train"][:64])
     key = jax.random.key(1)
@@ -144,24 +142,26 @@ def test_missing_demo_extra_is_one_clear_line():
 
 
 SHARDING_CHECK = textwrap.dedent("""
-    import dataclasses, json
+    import json
     import jax, numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
     jax.config.update("jax_numpy_dtype_promotion", "strict")
     jax.config.update("jax_numpy_rank_promotion", "raise")
     import digits
 
     assert jax.device_count() == 8, jax.devices()
-    cfg = digits.Config(hidden=16, layers=2, unroll=1, warmup_epochs=0, epochs=1, recurrent_dropout=0.2,
-                        dropout=0.1, layer_dropout=0.1)
+    cfg = digits.Config(hidden=16, layers=2, bidirectional=False, warmup_epochs=0, epochs=1,
+                        dropout=0.1, recurrent_dropout=0.2, layer_dropout=0.1)  # every kind of dropout
     data = digits.make_data()
     xs_np, ys_np = data["x_train"][:64], data["y_train"][:64]
     optimizer = digits.make_optimizer(cfg, steps_per_epoch=10)
-    init = jax.jit(lambda k: digits.init_params(k, cfg, 8))(jax.random.key(0))
+    init = jax.device_get(jax.jit(lambda k: digits.init_params(k, cfg, 8))(jax.random.key(0)))
     results = {}
     for n in (8, 1):
         mesh = digits.make_mesh(n)
-        params = digits.replicate(mesh, lambda k: digits.init_params(k, cfg, 8), jax.random.key(0))
-        opt_state = digits.replicate(mesh, optimizer.init, params)
+        replicated = NamedSharding(mesh, P())
+        params = jax.device_put(init, replicated)
+        opt_state = jax.device_put(optimizer.init(init), replicated)
         xs, ys = digits.shard_batch(mesh, xs_np, ys_np)
         assert len(xs.sharding.device_set) == n and xs.addressable_shards[0].data.shape == (64 // n, 8, 8)
         step = digits.make_train_step(cfg, optimizer, mesh)
