@@ -13,12 +13,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
+import optax  # noqa: E402, F401  (the test extra installs it: a missing one must fail, not skip)
+import tqdm  # noqa: E402, F401
 
 import jrnn
-
-pytest.importorskip("optax")
-pytest.importorskip("tqdm")
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "charlm.py"
 _spec = importlib.util.spec_from_file_location("examples_charlm", EXAMPLE)

@@ -12,13 +12,12 @@ import warnings
 
 import jax
 import jax.numpy as jnp
+import keras  # noqa: E402
 import numpy as np
 import pytest
+import torch  # noqa: E402
 
 import jrnn
-
-torch = pytest.importorskip("torch")
-keras = pytest.importorskip("keras")
 
 
 def tree_equal(a, b):

@@ -6,12 +6,11 @@ as they are; the same float32 inputs and initial state must then give the same s
 
 import jax
 import jax.numpy as jnp
+import keras  # noqa: E402
 import numpy as np
 import pytest
 
 import jrnn
-
-keras = pytest.importorskip("keras")
 
 # kind: (jrnn params class, its init kwargs, Keras layer name, its kwargs; the cell is name + "Cell")
 KINDS = {

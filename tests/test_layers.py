@@ -9,14 +9,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import keras  # noqa: E402
 import numpy as np
 import pytest
+import torch  # noqa: E402
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 import jrnn
-
-torch = pytest.importorskip("torch")
-keras = pytest.importorskip("keras")
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 # Compiles dominate the run time. Eager and unrolled in Python, each op is compiled once per shape for
 # the whole file (most tests share B, T, I, H = 3, 6, 5, 4): much cheaper than compiling a scan where

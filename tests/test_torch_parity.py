@@ -9,11 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch  # noqa: E402
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 import jrnn
-
-torch = pytest.importorskip("torch")
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 SIZES = [(3, 11, 7, 13), (1, 1, 1, 1), (1, 4, 3, 1), (2, 1, 1, 3)]  # B, T, I, H
