@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn.cells.linear import combine
+from jrnn.fused import run_fused
 
 State = Any  # an array `[B, H]`, or an `LSTMState` of two
 
@@ -49,6 +50,11 @@ def run_cell(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool, masks: Op
     T = xs.shape[0]
     if T == 0:
         return jnp.zeros((0, xs.shape[1], cell.output_size), cell.state_dtype), h0
+    if (cell.fused and cell.dtype == cell.state_dtype and checkpoint is None and masks.resets is None
+            and masks.rec_mask is None):
+        if masks.in_mask is not None:
+            xs = xs * masks.in_mask.astype(xs.dtype)[None]
+        return run_fused(cell, xs, h0, k=k, reverse=reverse, lengths=masks.lengths)
     lengths = masks.lengths
     where = lambda c, a, b: jax.tree.map(functools.partial(jnp.where, c), a, b)  # noqa: E731
 
@@ -85,24 +91,25 @@ def blocks(body, h, seqs: tuple, k: int, reverse: bool):
     """`body(h, *block) -> (h, ys)` over consecutive blocks of `k` steps of `seqs` (time-first
     arrays, or None), in time order or reversed: a `lax.scan` over the `T // k` full blocks, and one
     more call for the `T mod k` steps left (after the scan; before it in time order when reversed).
-    A single block runs without a scan. Returns `(h, ys [T, ...])`.
+    A single block runs without a scan. Returns `(h, ys)`, `ys` a pytree of `[T, ...]` arrays.
     """
-    T = seqs[0].shape[0]
+    T = jax.tree.leaves(seqs)[0].shape[0]
     k = min(k, T)
     n, r = divmod(T, k)
     main = slice(r, T) if reverse else slice(0, n * k)  # the part the scan walks, n blocks of k
     rest = slice(0, r) if reverse else slice(n * k, T)  # the other r steps
-    part = lambda s: tuple(None if a is None else a[s] for a in seqs)  # noqa: E731
+    part = lambda s: jax.tree.map(lambda a: a[s], seqs)  # noqa: E731
     if n == 1:
         h, ys_main = body(h, *part(main))
     else:
-        split = tuple(None if a is None else a.reshape(n, k, *a.shape[1:]) for a in part(main))
+        split = jax.tree.map(lambda a: a.reshape(n, k, *a.shape[1:]), part(main))
         h, ys_main = jax.lax.scan(lambda h, c: body(h, *c), h, split, reverse=reverse)
-        ys_main = ys_main.reshape(n * k, *ys_main.shape[2:])
+        ys_main = jax.tree.map(lambda y: y.reshape(n * k, *y.shape[2:]), ys_main)
     if r == 0:
         return h, ys_main
     h, ys_rest = body(h, *part(rest))
-    return h, jnp.concatenate([ys_rest, ys_main] if reverse else [ys_main, ys_rest])
+    join = lambda a, b: jnp.concatenate([b, a] if reverse else [a, b])  # noqa: E731
+    return h, jax.tree.map(join, ys_main, ys_rest)
 
 
 def run_parallel(cell, xs: jax.Array, h0: jax.Array, *, reverse: bool,

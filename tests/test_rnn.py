@@ -271,3 +271,39 @@ def test_default_unroll_rule():
     small, large = make("lstm", I=3, H=64), make("lstm", I=3, H=512)
     assert default_unroll(small, 128, 4) == 4 and default_unroll(large, 128, 64) == 2
     assert default_unroll(small, 1, 4) == 1  # never more than T
+
+
+@pytest.mark.parametrize("kind", ["simple_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("unroll", [1, 3])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_hand_written_vjp_equals_autodiff_of_the_step_loop(kind, unroll, reverse):
+    """These cells train through `jrnn.fused` (its own VJP): it must equal `jax.grad` of a traced
+    loop of `cell_apply`, with lengths, h0 and a cotangent on the final state too."""
+    params = make(kind, I=4, H=5)
+    assert params.fused
+    B, T = 3, 8
+    xs = jax.random.normal(jax.random.key(7), (B, T, params.input_size))
+    h0 = rand_state(params, (B,))
+    lengths = jnp.array([8, 5, 0])
+
+    def reference(params, xs, h0):
+        ys, h = [None] * T, h0
+        for t in (reversed(range(T)) if reverse else range(T)):
+            out, h_new = jrnn.cell_apply(params, xs[:, t], h)
+            ok = (t < lengths)[:, None]
+            h = jax.tree.map(functools.partial(jnp.where, ok), h_new, h)
+            ys[t] = jnp.where(ok, out, 0.0)
+        return jnp.stack(ys, 1), h
+
+    def loss(run, params, xs, h0):
+        ys, h = run(params, xs, h0)
+        w = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+        return (w * ys).sum() + sum((jnp.sin(a) ** 2).sum() for a in jax.tree.leaves(h))
+
+    def fused(params, xs, h0):
+        return jrnn.rnn_apply(params, xs, h0, unroll=unroll, reverse=reverse, lengths=lengths)
+
+    got = jax.jit(jax.grad(functools.partial(loss, fused), argnums=(0, 1, 2)))(params, xs, h0)
+    want = jax.jit(jax.grad(functools.partial(loss, reference), argnums=(0, 1, 2)))(params, xs, h0)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)

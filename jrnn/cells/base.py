@@ -40,6 +40,14 @@ class CellBase:
     """Mixin for the params dataclasses: sizes come from the arrays, so they are never out of sync."""
 
     gates: int = 1  # number of gate blocks G in `kernel [I, G*H]`
+    # True where `recur` is `activate(gx, hidden(h) @ recurrent_kernel + recurrent_bias, h)` and
+    # `activate` holds no weights: then `jrnn.fused` can take its gradient (see there).
+    fused: bool = False
+    recurrent_bias = None
+
+    def hidden(self, state):
+        """The part of the state that enters the recurrent matmul."""
+        return state
 
     @property
     def input_size(self) -> int:

@@ -48,6 +48,14 @@ class GRU(CellBase):
         return cls(kernel, recurrent, bias, reset_after)
 
     @property
+    def fused(self) -> bool:
+        return self.reset_after
+
+    @property
+    def recurrent_bias(self):
+        return self.bias[1] if self.bias is not None and self.reset_after else None
+
+    @property
     def input_bias(self):
         if self.bias is None or not self.reset_after:
             return self.bias
@@ -59,21 +67,26 @@ class GRU(CellBase):
         `rec_mask [..., H]` (recurrent dropout) scales `h` where it enters the recurrent matmuls; the
         interpolation `z * h` uses the unmasked state.
         """
-        hc = h.astype(self.dtype)
         hm = self.masked(h, rec_mask)
-        H = self.hidden_size
         if self.reset_after:
             inner = hm @ self.recurrent_kernel
             if self.bias is not None:
-                inner = inner + lift(self.bias[1], inner.ndim)
-            xz, xr, xh = jnp.split(gx, 3, axis=-1)
-            hz, hr, hh = jnp.split(inner, 3, axis=-1)
-            z = jax.nn.sigmoid(xz + hz)
-            r = jax.nn.sigmoid(xr + hr)
-            cand = jnp.tanh(xh + r * hh)
-        else:
-            zr = jax.nn.sigmoid(gx[..., :2 * H] + hm @ self.recurrent_kernel[:, :2 * H])
-            z, r = zr[..., :H], zr[..., H:]
-            cand = jnp.tanh(gx[..., 2 * H:] + (r * hm) @ self.recurrent_kernel[:, 2 * H:])
-        h_new = (z * hc + (1 - z) * cand).astype(self.state_dtype)
+                inner = inner + lift(self.recurrent_bias, inner.ndim)
+            return self.activate(gx, inner, h)
+        H = self.hidden_size
+        zr = jax.nn.sigmoid(gx[..., :2 * H] + hm @ self.recurrent_kernel[:, :2 * H])
+        z, r = zr[..., :H], zr[..., H:]
+        cand = jnp.tanh(gx[..., 2 * H:] + (r * hm) @ self.recurrent_kernel[:, 2 * H:])
+        return self._mix(z, h, cand)
+
+    def activate(self, gx: jax.Array, inner: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The `reset_after` step after the recurrent matmul `inner [..., 3H]` (recurrent bias included)."""
+        xz, xr, xh = jnp.split(gx, 3, axis=-1)
+        hz, hr, hh = jnp.split(inner, 3, axis=-1)
+        z = jax.nn.sigmoid(xz + hz)
+        r = jax.nn.sigmoid(xr + hr)
+        return self._mix(z, h, jnp.tanh(xh + r * hh))
+
+    def _mix(self, z, h, cand):
+        h_new = (z * h.astype(self.dtype) + (1 - z) * cand).astype(self.state_dtype)
         return h_new, h_new

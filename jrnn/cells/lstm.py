@@ -35,6 +35,7 @@ class LSTM(CellBase):
     bias: Optional[jax.Array]
 
     gates = 4
+    fused = True
 
     @classmethod
     def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, use_bias: bool = True,
@@ -61,10 +62,15 @@ class LSTM(CellBase):
 
         `rec_mask [..., H]` (recurrent dropout) scales `h` where it enters the recurrent matmul.
         """
-        h, c = state
-        z = gx + self.masked(h, rec_mask) @ self.recurrent_kernel
-        i, f, g, o = jnp.split(z, 4, axis=-1)
-        c_new = jax.nn.sigmoid(f) * c.astype(self.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
+        return self.activate(gx, self.masked(state.h, rec_mask) @ self.recurrent_kernel, state)
+
+    def hidden(self, state: LSTMState) -> jax.Array:
+        return state.h
+
+    def activate(self, gx: jax.Array, z: jax.Array, state: LSTMState) -> tuple[jax.Array, LSTMState]:
+        """The step after the recurrent matmul `z [..., 4H]`; returns `(h', LSTMState(h', c'))`."""
+        i, f, g, o = jnp.split(gx + z, 4, axis=-1)
+        c_new = jax.nn.sigmoid(f) * state.c.astype(self.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
         h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
         h_new, c_new = h_new.astype(self.state_dtype), c_new.astype(self.state_dtype)
         return h_new, LSTMState(h_new, c_new)

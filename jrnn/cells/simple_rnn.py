@@ -37,6 +37,7 @@ class SimpleRNN(CellBase):
     activation: str = dataclasses.field(default="tanh", metadata=dict(static=True))
 
     gates = 1
+    fused = True
 
     @classmethod
     def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, activation: str = "tanh",
@@ -53,6 +54,9 @@ class SimpleRNN(CellBase):
 
         `rec_mask [..., H]` (recurrent dropout) scales `h` where it enters the recurrent matmul.
         """
-        z = gx + self.masked(h, rec_mask) @ self.recurrent_kernel
-        h_new = ACTIVATIONS[self.activation](z).astype(self.state_dtype)
+        return self.activate(gx, self.masked(h, rec_mask) @ self.recurrent_kernel, h)
+
+    def activate(self, gx: jax.Array, z: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The step after the recurrent matmul `z [..., H]`; returns `(h', h')`."""
+        h_new = ACTIVATIONS[self.activation](gx + z).astype(self.state_dtype)
         return h_new, h_new

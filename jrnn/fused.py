@@ -1,0 +1,101 @@
+"""The loop over time of a classic cell with a hand-written VJP (the way cuDNN and oneDNN train).
+
+Autodiff of the loop accumulates `x_t^T dgx_t` and `h_{t-1}^T dz_t` inside the backward loop, two
+small matrix products per step, and saves a dozen per-step residuals. Here the forward loop saves
+only what each step's `activate` needs (its inputs `gx_t`, `z_t` and the states), the backward loop
+carries only the state's cotangent through one matrix product per step, and the weight and input
+gradients are one large product each after it:
+
+    dK = X^T dGX    dW = H_prev^T dZ    dxs = dGX K^T      ([T*B, .] rows each)
+
+Used by `jrnn.loop.run_cell` for cells with `fused` set, without resets, recurrent dropout or
+`checkpoint`. Reverse-mode only: `jax.jvp` through it raises (a `jax.custom_vjp`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+State = Any
+
+
+def run_fused(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool,
+              lengths: Optional[jax.Array] = None) -> tuple[jax.Array, State]:
+    """Same contract as `jrnn.loop.run_cell` (no masks but `lengths`): `(ys [T, B, H], h_T)`."""
+    from jrnn.loop import blocks  # (loop imports this module)
+
+    T = xs.shape[0]
+    valid = None if lengths is None else jnp.arange(T, dtype=jnp.int32)[:, None] < lengths[None, :]
+
+    def step(cell, gx, z, h, ok):
+        out, h_new = cell.activate(gx, z, h)
+        if ok is None:
+            return out, h_new
+        ok = ok[:, None]
+        h_new = jax.tree.map(functools.partial(jnp.where, ok), h_new, h)
+        return jnp.where(ok, out, jnp.zeros_like(out)), h_new
+
+    def matmul(cell, h):
+        z = cell.hidden(h).astype(cell.dtype) @ cell.recurrent_kernel
+        return z if cell.recurrent_bias is None else z + cell.recurrent_bias[None]
+
+    def forward(cell, xs, h0, valid, save: bool):
+        def chunk(h, x_c, ok_c):
+            gx = cell.project(x_c)
+            order = reversed(range(x_c.shape[0])) if reverse else range(x_c.shape[0])
+            outs, zs, hs = ([None] * x_c.shape[0] for _ in range(3))
+            for j in order:
+                zs[j] = matmul(cell, h)
+                outs[j], h = step(cell, gx[j], zs[j], h, None if ok_c is None else ok_c[j])
+                hs[j] = h
+            if not save:
+                return h, jnp.stack(outs)
+            return h, (jnp.stack(outs), gx, jnp.stack(zs), jax.tree.map(lambda *a: jnp.stack(a), *hs))
+
+        return blocks(chunk, h0, (xs, valid), k, reverse)
+
+    @jax.custom_vjp
+    def run(cell, xs, h0, valid):
+        h, ys = forward(cell, xs, h0, valid, save=False)
+        return ys, h
+
+    def run_fwd(cell, xs, h0, valid):
+        h, (ys, gx, zs, hs) = forward(cell, xs, h0, valid, save=True)
+        return (ys, h), (cell, xs, h0, valid, gx, zs, hs)
+
+    def run_bwd(res, cts):
+        cell, xs, h0, valid, gx, zs, hs = res
+        dys, dh = cts
+        # The state before each step: h0, then the state after the previous step in run order.
+        first = lambda a0, a: jnp.concatenate([a[1:], a0[None]] if reverse else [a0[None], a[:-1]])  # noqa: E731
+        prev = jax.tree.map(first, h0, hs)
+        wt = cell.recurrent_kernel.T
+
+        def chunk(dh, gx_c, z_c, prev_c, dy_c, ok_c):
+            n = gx_c.shape[0]
+            dgx, dz = [None] * n, [None] * n
+            for j in (range(n) if reverse else reversed(range(n))):
+                p_j = jax.tree.map(lambda a, j=j: a[j], prev_c)
+                ok = None if ok_c is None else ok_c[j]
+                _, pull = jax.vjp(functools.partial(step, cell, ok=ok), gx_c[j], z_c[j], p_j)
+                dgx[j], dz[j], dh = pull((dy_c[j], dh))
+                dh_matmul = (dz[j] @ wt).astype(cell.state_dtype)
+                dh = dh._replace(h=dh.h + dh_matmul) if hasattr(dh, "_replace") else dh + dh_matmul
+            return dh, (jnp.stack(dgx), jnp.stack(dz))
+
+        dh0, (dgx, dz) = blocks(chunk, dh, (gx, zs, prev, dys, valid), k, not reverse)
+        rows = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
+        dgx, dz = rows(dgx), rows(dz)
+        dxs = (dgx @ cell.kernel.T).reshape(xs.shape).astype(xs.dtype)
+        _, pull = jax.vjp(lambda c: (c.kernel, c.input_bias, c.recurrent_kernel, c.recurrent_bias), cell)
+        dcell, = pull((rows(xs).astype(cell.dtype).T @ dgx, None if cell.input_bias is None else dgx.sum(0),
+                       rows(cell.hidden(prev)).astype(cell.dtype).T @ dz,
+                       None if cell.recurrent_bias is None else dz.sum(0)))
+        return dcell, dxs, dh0, None
+
+    run.defvjp(run_fwd, run_bwd)
+    return run(cell, xs, h0, valid)
