@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# The quick preset of both benchmarks on a GPU, in one call; results stored beside the CPU ones,
-# named by the card (e.g. bench/results/gpu-NVIDIA_H100_80GB_HBM3/).
+# The quick presets of the three benchmarks on a GPU, in one call (about 8 minutes); results stored
+# beside the CPU ones, named by the card (e.g. bench/results/gpu-NVIDIA_H100_80GB_HBM3/).
 # Needs a CUDA jax: `pip install -e ".[bench]" "jax[cuda12]"` (done here when jax sees no GPU).
-set -euo pipefail
+# Each script gets a time budget (seconds, override with PEERS_S / PARALLEL_S / GRID_S) so that one
+# slow part cannot starve the others; the grid stops starting new points when its budget is spent.
+# Float32 matmuls run at full precision (no TF32) in JAX and PyTorch alike, as on the CPU.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 if ! $PY -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" 2>/dev/null; then
-  $PY -m pip install -q -e ".[bench]" "jax[cuda12]"
+  $PY -m pip install -q -e ".[bench]" "jax[cuda12]" || exit 1
 fi
-card=$($PY -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '_'))")
-out="bench/results/gpu-$card"
+card=$($PY -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '_'))") || exit 1
+out=${GPU_OUT:-bench/results/gpu-$card}
 mkdir -p "$out"
-export KERAS_BACKEND=jax
-$PY bench/scan_vs_unroll.py --quick --out "$out"
-$PY bench/peers.py --quick --out "$out"
-echo "GPU results in $out"
+export JAX_DEFAULT_MATMUL_PRECISION=${JAX_DEFAULT_MATMUL_PRECISION:-highest} KERAS_BACKEND=jax PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+status=0
+timeout "${PEERS_S:-200}" $PY bench/peers.py --quick --out "$out" || status=1
+timeout "${PARALLEL_S:-100}" $PY bench/parallel.py --quick --out "$out" || status=1
+timeout "$(( ${GRID_S:-180} + 60 ))" $PY bench/scan_vs_unroll.py --quick --budget-seconds "${GRID_S:-180}" \
+  --out "$out" || status=1
+echo "GPU results in $out (status $status)"
+exit $status

@@ -236,15 +236,26 @@ def jax_experimental_rnn(kind, p):
     return weights, forward, p
 
 
-def torch_module(kind, p):
-    """The PyTorch module holding `p` (timed eagerly, not through JAX)."""
+def torch_device() -> str:
+    """Where PyTorch runs: on the GPU (cuDNN, TF32 off: float32 like JAX's "highest") when JAX has one."""
     import torch
 
+    if jax.default_backend() == "gpu" and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        return "cuda"
     torch.set_num_threads(os.cpu_count())
+    return "cpu"
+
+
+def torch_module(kind, p):
+    """The PyTorch module holding `p` (timed eagerly, not through JAX), on `torch_device()`."""
+    import torch
+
     cls = getattr(torch.nn, kind.replace("SimpleRNN", "RNN"))
     module = cls(p.input_size, p.hidden_size, batch_first=True)
     module.load_state_dict(jrnn.to_torch(p))
-    return module
+    return module.to(torch_device())
 
 
 # (row name, package whose absence makes it "not installed", builder); jrnn's rows come first.
@@ -294,15 +305,19 @@ def time_jax_peer(forward, params, xs, calls):
 def time_torch(module, xs, calls):
     import torch
 
-    x = torch.from_numpy(np.array(xs))
+    device = next(module.parameters()).device
+    x = torch.from_numpy(np.array(xs)).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def fwd():
         with torch.no_grad():
             module(x)[0].sum()
+        sync()
 
     def fwd_bwd():
         module(x)[0].sum().backward()
         module.zero_grad()
+        sync()
 
     return {"fwd": common.time_call(fwd, calls), "fwd+bwd": common.time_call(fwd_bwd, calls)}
 
@@ -362,7 +377,8 @@ def run_workload(wname: str, w: Workload, calls: int, unrolls: tuple, log) -> li
                 import torch
 
                 with torch.no_grad():
-                    ys = module(torch.from_numpy(np.array(xs)))[0].numpy()
+                    x = torch.from_numpy(np.array(xs)).to(next(module.parameters()).device)
+                    ys = module(x)[0].cpu().numpy()
                 add(library, time_torch(module, xs, calls), note=check(ys, want))
                 continue
             peer_params, forward, ref = build(w.kind, params)

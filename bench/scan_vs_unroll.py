@@ -1,6 +1,7 @@
 """Scan vs unroll: run and compile time of `jrnn.rnn_apply` for every `unroll`, by cell, size and T.
 
-    python bench/scan_vs_unroll.py [--quick | --smoke] [--cap-seconds 20] [--calls 10] [--out bench/results]
+    python bench/scan_vs_unroll.py [--quick | --smoke] [--cap-seconds 20] [--calls 10] [--budget-seconds S]
+        [--out bench/results]
 
 For each cell (SimpleRNN, LSTM, GRU), size and sequence length T it first checks that every `unroll`
 gives unroll=1's outputs and final state (rtol 1e-4, eager), then times the forward pass (sum of the
@@ -190,18 +191,24 @@ class Bench:
     the next T's compile (skip over `cap`) and run (fewer calls over `run_budget`).
     """
 
-    def __init__(self, preset: dict, cap: float, calls: int):
-        self.preset, self.cap, self.calls = preset, cap, calls
+    def __init__(self, preset: dict, cap: float, calls: int, budget: float | None = None):
+        self.preset, self.cap, self.calls, self.budget = preset, cap, calls, budget
         self.default_fn = find_default_fn()[1]
         self.history = {}
         self.records = []
+        self.not_run = []  # (cell, size, T) groups left out once the time budget was spent
 
     def run(self) -> list[dict]:
+        t0 = time.perf_counter()
         for cell in self.preset["cells"]:
             for size, Ts, directions in self.preset["groups"]:
                 B, H = SIZES[size]
                 params = CELLS[cell].init(jax.random.key(0), H, H)
                 for T in Ts:
+                    if self.budget is not None and time.perf_counter() - t0 > self.budget:
+                        self.not_run.append(f"{cell} {size} T={T}")
+                        print(f"{cell} {size} T={T}: not run, time budget spent", flush=True)
+                        continue
                     xs = jax.random.normal(jax.random.key(1), (B, T, H), jnp.float32)
                     self.row_group(cell, size, params, xs, directions)
         return self.records
@@ -353,6 +360,8 @@ def markdown(data: dict) -> str:
         "Every unroll's outputs and final state were checked against unroll=1's first "
         f"(rtol {data['rtol']:g}, atol {data['atol']:g}).", "",
     ]
+    if data.get("not_run"):
+        lines += ["Not run (the `--budget-seconds` was spent): " + ", ".join(data["not_run"]) + ".", ""]
     for (cell, size, direction), by_T in rows(data["results"]).items():
         r0 = next(iter(next(iter(by_T.values())).values()))
         lines += [f"## {cell}, {size} (B={r0['B']}, H={r0['H']}, I={r0['I']}), {DIRECTION_NAMES[direction]}",
@@ -458,6 +467,8 @@ def main(argv=None) -> int:
                         help="skip points whose predicted compile exceeds this (default 20; 10 with --quick)")
     parser.add_argument("--calls", type=int, default=None, help="timed calls per point (default 10; 5 quick)")
     parser.add_argument("--out", type=Path, default=common.RESULTS, help="folder for the md, JSON and PNGs")
+    parser.add_argument("--budget-seconds", type=float, default=None,
+                        help="start no new (cell, size, T) after this many seconds (listed as not run)")
     args = parser.parse_args(argv)
     preset_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     preset = PRESETS[preset_name]
@@ -467,7 +478,8 @@ def main(argv=None) -> int:
     default_name, _ = find_default_fn()
 
     t0 = time.perf_counter()
-    records = Bench(preset, cap, calls).run()
+    bench = Bench(preset, cap, calls, args.budget_seconds)
+    records = bench.run()
     data = {
         "command": command, "preset": preset_name, "machine": common.machine(), "cap_seconds": cap,
         "calls": calls, "rtol": RTOL, "atol": ATOL, "default_fn": default_name,
@@ -476,7 +488,7 @@ def main(argv=None) -> int:
             "groups": [{"size": s, "B": SIZES[s][0], "H": SIZES[s][1], "I": SIZES[s][1], "T": list(Ts),
                         "directions": list(d)} for s, Ts, d in preset["groups"]],
         },
-        "results": records,
+        "results": records, "not_run": bench.not_run,
     }
     data["summary"] = summarize(records)
     data["runtime_s"] = time.perf_counter() - t0
