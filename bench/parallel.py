@@ -114,12 +114,17 @@ def same_program(params, xs, mode_a, mode_b) -> bool:
         jax.make_jaxpr(make_fn("fwd", mode_b))(params, xs))
 
 
-def run(preset: dict, calls: int) -> tuple[list, list]:
-    """Checks, then times every variant at every T; returns `(checks, records)`."""
+def run(preset: dict, calls: int, done=None) -> tuple[list, list]:
+    """Checks, then times every variant at every T; returns `(checks, records)`.
+
+    `done(checks, records)`, if given, is called after each T (to save what is measured so far).
+    """
     B, H = preset["B"], preset["H"]
     params = {kind: cls.init(jax.random.key(0), H, H) for kind, cls in KINDS.items()}
     checks, records = [], []
     for T in preset["Ts"]:
+        if done is not None and records:
+            done(checks, records)
         xs = jnp.asarray(np.random.default_rng(T).standard_normal((B, T, H), np.float32))  # no compile
         ok = {}
         for kind, c in check({k: params[k] for k in LINEAR}, xs).items():
@@ -337,36 +342,44 @@ def main(argv=None) -> int:
     preset_arg.add_argument("--quick", action="store_true", help="T up to 4096, fewer calls (a few minutes)")
     preset_arg.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds (the test)")
     parser.add_argument("--calls", type=int, default=None, help="interleaved rounds (default 10; 5 quick)")
+    parser.add_argument("--ts", default=None, help="sequence lengths, e.g. 256,4096 (default: the preset's)")
     parser.add_argument("--out", type=Path, default=common.RESULTS, help="folder for the md, JSON and PNG")
     args = parser.parse_args(argv)
     preset_name = "smoke" if args.smoke else "quick" if args.quick else "full"
     preset = PRESETS[preset_name]
+    if args.ts:
+        preset = {**preset, "Ts": tuple(int(t) for t in args.ts.split(","))}
     calls = preset["calls"] if args.calls is None else args.calls
     command = shlex.join(["python", "bench/parallel.py", *(sys.argv[1:] if argv is None else argv)])
 
     t0 = time.perf_counter()
-    checks, records = run(preset, calls)
-    data = {
-        "command": command, "preset": preset_name, "machine": common.machine(), "calls": calls,
-        "rtol": RTOL, "atol": ATOL, "parallel_min_t": dict(jrnn.layers.PARALLEL_MIN_T),
-        "grid": {"Ts": list(preset["Ts"]), "B": preset["B"], "H": preset["H"], "I": preset["H"],
-                 "variants": {n: {"cell": k, "mode": m or "scan"} for n, (k, m) in VARIANTS.items()},
-                 "directions": list(DIRECTIONS)},
-        "note": "An LRU cell is not built yet in jrnn, so it is not benchmarked.",
-        "checks": checks, "results": records, "summary": summarize(records),
-    }
-    rounds = sorted({r["calls"] for r in records if r["status"] == "ok"})
-    data["rounds"] = f"{rounds[0]} to {rounds[-1]}" if len(rounds) > 1 else f"{rounds[0]}"
-    data["runtime_s"] = time.perf_counter() - t0
-    args.out.mkdir(parents=True, exist_ok=True)
-    data["plot"] = str(args.out / "parallel.png")
-    plot(data, args.out / "parallel.png")
-    md = markdown(data)
-    saved, common.RESULTS = common.RESULTS, args.out  # common.write writes to common.RESULTS
-    try:
-        common.write("parallel", data, md)
-    finally:
-        common.RESULTS = saved
+
+    def report(checks, records) -> dict:
+        """Writes the md, JSON and plot of what is measured so far; returns the data."""
+        data = {
+            "command": command, "preset": preset_name, "machine": common.machine(), "calls": calls,
+            "rtol": RTOL, "atol": ATOL, "parallel_min_t": dict(jrnn.layers.PARALLEL_MIN_T),
+            "grid": {"Ts": list(preset["Ts"]), "B": preset["B"], "H": preset["H"], "I": preset["H"],
+                     "variants": {n: {"cell": k, "mode": m or "scan"} for n, (k, m) in VARIANTS.items()},
+                     "directions": list(DIRECTIONS)},
+            "note": "An LRU cell is not built yet in jrnn, so it is not benchmarked.",
+            "checks": checks, "results": records, "summary": summarize(records),
+        }
+        rounds = sorted({r["calls"] for r in records if r["status"] == "ok"})
+        data["rounds"] = f"{rounds[0]} to {rounds[-1]}" if len(rounds) > 1 else f"{rounds[0]}"
+        data["runtime_s"] = time.perf_counter() - t0
+        args.out.mkdir(parents=True, exist_ok=True)
+        data["plot"] = str(args.out / "parallel.png")
+        plot(data, args.out / "parallel.png")
+        saved, common.RESULTS = common.RESULTS, args.out  # common.write writes to common.RESULTS
+        try:
+            common.write("parallel", data, markdown(data))
+        finally:
+            common.RESULTS = saved
+        return data
+
+    checks, records = run(preset, calls, done=report)
+    data = report(checks, records)
     print("\n" + "\n".join(summary_lines(data["summary"])))
     print(f"\nwrote {args.out}/parallel.{{md,json,png}} in {data['runtime_s']:.0f} s")
     if not all(c["ok"] for c in checks):

@@ -340,7 +340,9 @@ def run_workload(wname: str, w: Workload, calls: int, unrolls: tuple, log) -> li
             if results is not None:
                 r.update(results[direction])
             rows.append(r)
-        log(f"  {library}: {status} {note}")
+        times = "" if results is None else " ".join(
+            f"{d} {results[d]['median_ms']:.2f} ms" for d in ("fwd", "fwd+bwd"))
+        log(f"  {library}: {status} {note} {times}")
 
     # jrnn: default (no unroll argument), then the best of `unrolls` for each direction.
     want = np.asarray(jax.jit(jrnn.rnn_apply)(params, xs)[0])
@@ -508,6 +510,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the real workloads, fewer calls")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds: for tests")
     parser.add_argument("--workloads", default=None, help="e.g. W1,W3 (default: all)")
+    parser.add_argument("--unrolls", default=None, help="jrnn best: the unrolls tried (default 1,2,4,8,16)")
     parser.add_argument("--out", default=str(common.RESULTS), help="folder for peers.{md,json,png}")
     args = parser.parse_args()
     table = SMOKE if args.smoke else WORKLOADS
@@ -517,6 +520,8 @@ def main() -> int:
         parser.error(f"unknown workloads {unknown}; expected some of {list(table)}")
     calls = CALLS["smoke" if args.smoke else "quick" if args.quick else "full"]
     unrolls = UNROLLS[:2] if args.smoke else UNROLLS
+    if args.unrolls:
+        unrolls = tuple(int(u) for u in args.unrolls.split(","))
     common.RESULTS = Path(args.out)  # common.write writes under common.RESULTS
     name = "peers_smoke" if args.smoke else "peers"
     start = time.perf_counter()
@@ -527,17 +532,20 @@ def main() -> int:
     log("matmul peak")
     peak = common.matmul_peak(256 if args.smoke else 2048, calls=5 if calls > 2 else 3)
     rows = []
-    for wname in names:
+    for i, wname in enumerate(names):
         log(f"{wname} {table[wname]}")
         rows += run_workload(wname, table[wname], calls, unrolls, log)
-    workloads = {n: dataclasses.asdict(table[n]) for n in names}
-    fill_figures(rows, table, peak["peak_gflops"])
-    data = {"command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
-            "machine": common.machine(), "versions": versions(), "peak": peak, "calls": calls,
-            "unrolls": unrolls, "workloads": workloads, "rows": rows, "seconds": time.perf_counter() - start}
-    md = markdown(data)
+        # Written after every workload, so a run cut short keeps what it measured.
+        done = names[:i + 1]
+        workloads = {n: dataclasses.asdict(table[n]) for n in done}
+        fill_figures(rows, table, peak["peak_gflops"])
+        data = {"command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+                "machine": common.machine(), "versions": versions(), "peak": peak, "calls": calls,
+                "unrolls": unrolls, "workloads": workloads, "not_run": names[i + 1:], "rows": rows,
+                "seconds": time.perf_counter() - start}
+        md = markdown(data)
+        common.write(name, data, md)
     print(md)
-    common.write(name, data, md)
     plot(data, common.RESULTS / f"{name}.png")
     log(f"wrote {common.RESULTS}/{name}.{{md,json,png}}")
     return 0

@@ -59,4 +59,24 @@ def test_scan_vs_unroll_smoke(tmp_path, monkeypatch):
 
 
 # --- bench/peers.py -------------------------------------------------------------------------------------
-# (its smoke test goes here: run_script("peers.py", monkeypatch, "--smoke", "--out", str(tmp_path)))
+
+
+def test_peers_smoke(tmp_path, monkeypatch):
+    """Every installed peer builds, matches jrnn's outputs and is timed, at tiny sizes."""
+    args = ("--smoke", "--workloads", "W1,W2", "--unrolls", "1,2", "--out", str(tmp_path))
+    assert run_script("peers.py", monkeypatch, *args) == 0
+    data = json.loads((tmp_path / "peers_smoke.json").read_text())
+    assert (tmp_path / "peers_smoke.png").stat().st_size > 0
+    assert set(data["workloads"]) == {"W1", "W2"} and data["not_run"] == []
+    assert data["peak"]["peak_gflops"] > 0
+    rows = {(r["workload"], r["library"], r["direction"]): r for r in data["rows"]}
+    for w in ("W1", "W2"):
+        flax = "" if w == "W1" else " OptimizedLSTMCell"
+        for library in ("jrnn default", "jrnn best", "Flax linen" + flax, "Flax nnx" + flax,
+                        "Haiku dynamic_unroll", "Keras 3 (JAX)", "PyTorch eager"):
+            for d in ("fwd", "fwd+bwd"):
+                r = rows[w, library, d]
+                assert r["status"] == "ok", r
+                assert r["median_ms"] > 0 and r["ratio"] >= 1 and r["pct_peak"] > 0
+    assert rows["W2", "Equinox + lax.scan", "fwd"]["status"] == "ok"
+    assert "# jrnn vs peers" in (tmp_path / "peers_smoke.md").read_text()
