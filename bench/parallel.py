@@ -1,12 +1,13 @@
-"""Parallel vs sequential: run time of MinGRU and MinLSTM by associative scan and by scan, against a GRU.
+"""Parallel vs sequential: MinGRU, MinLSTM and LRU by associative scan and by scan, against a GRU.
 
-    python bench/parallel.py [--quick | --smoke] [--calls 10] [--out bench/results]
+    python bench/parallel.py [--quick | --smoke] [--calls 10] [--ts 256,4096] [--out bench/results]
 
 For each sequence length T it first checks that `rnn_apply(..., mode="parallel")` gives the outputs and
-final state of `mode="sequential"` (rtol 1e-4) for MinGRU and MinLSTM, then times the forward pass (the
-sum of the outputs) and forward+backward (`jax.grad` of that sum w.r.t. the params) of six variants:
-MinGRU and MinLSTM in each mode, MinGRU in `mode="auto"` (recording what `jrnn.layers.parallel` picked
-and whether its program is that mode's), and a GRU of the same width in scan mode. B=16, H=128, I=H.
+final state of `mode="sequential"` (rtol 1e-4) for MinGRU, MinLSTM and LRU, then times the forward pass
+(the sum of the outputs) and forward+backward (`jax.grad` of that sum w.r.t. the params) of eight
+variants: MinGRU, MinLSTM and LRU (N = H complex states) in each mode, MinGRU in `mode="auto"`
+(recording what `jrnn.layers.parallel` picked and whether its program is that mode's), and a GRU of
+the same width in scan mode. B=16, H=128, I=H.
 
 `common.time_jax` times trace, lower and compile apart and records the temp memory (with one call);
 the run times are then taken interleaved: each round calls every variant of a (T, direction) once, in
@@ -46,10 +47,12 @@ VARIANTS = {
     "MinGRU auto": ("MinGRU", "auto"),
     "MinLSTM sequential": ("MinLSTM", "sequential"),
     "MinLSTM parallel": ("MinLSTM", "parallel"),
+    "LRU sequential": ("LRU", "sequential"),
+    "LRU parallel": ("LRU", "parallel"),
     "GRU scan": ("GRU", None),
 }
-KINDS = {"MinGRU": jrnn.MinGRU, "MinLSTM": jrnn.MinLSTM, "GRU": jrnn.GRU}
-LINEAR = ("MinGRU", "MinLSTM")
+KINDS = {"MinGRU": jrnn.MinGRU, "MinLSTM": jrnn.MinLSTM, "LRU": jrnn.LRU, "GRU": jrnn.GRU}
+LINEAR = ("MinGRU", "MinLSTM", "LRU")
 DIRECTIONS = {"fwd": "forward", "fwd+bwd": "forward+backward"}
 RTOL, ATOL = 1e-4, 1e-5
 TARGET_T, TARGET_SPEEDUP, AUTO_SLACK = 4096, 10.0, 1.10
@@ -256,7 +259,7 @@ def summary_lines(summary: dict) -> list[str]:
 def markdown(data: dict) -> str:
     m, g = data["machine"], data["grid"]
     lines = [
-        "# Parallel vs sequential: MinGRU and MinLSTM by associative scan, against a GRU", "",
+        "# Parallel vs sequential: MinGRU, MinLSTM and LRU by associative scan, against a GRU", "",
         f"`{data['command']}` ({data['runtime_s']:.0f} s)", "",
         f"{m['cpu']}, {m['cores']} cores, {m['device']} ({m['platform']}); Python {m['python']}, "
         f"JAX {m['jax']}; XLA_FLAGS=`{m['xla_flags']}`; {m['date']}.", "",
@@ -269,14 +272,15 @@ def markdown(data: dict) -> str:
         "Parallel outputs and final state were checked against sequential first (rtol "
         f"{data['rtol']:g}, atol {data['atol']:g}): max abs err "
         + ", ".join(f"{c['cell']} T={c['T']} {c['max_abs_err']:.1e}" for c in data["checks"]) + ".",
-        "An LRU cell is not built yet in jrnn, so it is not in the table.", "",
+        "LRU: N = H complex states, output width I = H.", "",
     ]
     names = list(VARIANTS)
     for direction, title in DIRECTIONS.items():
         lines += [f"## {title}", "",
                   "| T | " + " | ".join(names)
-                  + " | GRU / MinGRU best | par / seq MinGRU | par / seq MinLSTM | auto / best |",
-                  "|---:|" + "---:|" * (len(names) + 4)]
+                  + " | GRU / MinGRU best | " + " | ".join(f"par / seq {k}" for k in LINEAR)
+                  + " | auto / best |",
+                  "|---:|" + "---:|" * (len(names) + 3 + len(LINEAR))]
         for row in data["summary"]["rows"]:
             if row["direction"] != direction:
                 continue
@@ -290,7 +294,7 @@ def markdown(data: dict) -> str:
                 cells.append(text)
             pos = row["parallel_over_sequential"]
             cells += [f"x{fmt(row['mingru_speedup_over_gru'], '.2f')} ({row['mingru_best_mode']})",
-                      *(fmt(x, ".2f") for x in (pos["MinGRU"], pos["MinLSTM"], row["auto_over_best"]))]
+                      *(fmt(x, ".2f") for x in (*(pos[k] for k in LINEAR), row["auto_over_best"]))]
             lines.append(f"| {row['T']} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## First call: trace + lower + compile (s)", "",
@@ -362,7 +366,6 @@ def main(argv=None) -> int:
             "grid": {"Ts": list(preset["Ts"]), "B": preset["B"], "H": preset["H"], "I": preset["H"],
                      "variants": {n: {"cell": k, "mode": m or "scan"} for n, (k, m) in VARIANTS.items()},
                      "directions": list(DIRECTIONS)},
-            "note": "An LRU cell is not built yet in jrnn, so it is not benchmarked.",
             "checks": checks, "results": records, "summary": summarize(records),
         }
         rounds = sorted({r["calls"] for r in records if r["status"] == "ok"})

@@ -7,6 +7,7 @@ over a sequence by `lax.scan` or an unrolled loop.
 from importlib.metadata import PackageNotFoundError, version
 
 from jrnn.cells.gru import GRU
+from jrnn.cells.lru import LRU
 from jrnn.cells.lstm import LSTM, LSTMState
 from jrnn.cells.min_gru import MinGRU
 from jrnn.cells.min_lstm import MinLSTM
@@ -31,6 +32,7 @@ __all__ = [
     "LSTMState",
     "MinGRU",
     "MinLSTM",
+    "LRU",
     "SimpleRNN",
     "cell_apply",
     "initial_state",

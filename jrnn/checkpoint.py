@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrnn.cells.gru import GRU
+from jrnn.cells.lru import LRU
 from jrnn.cells.lstm import LSTM, LSTMState
 from jrnn.cells.min_gru import MinGRU
 from jrnn.cells.min_lstm import MinLSTM
@@ -36,7 +37,7 @@ from jrnn.layers import Bidirectional, Stack
 
 # The classes a checkpoint may hold, looked up by `__name__` on load. Add new params dataclasses (static
 # fields str/int/float/bool/None/tuple) and array-only NamedTuples here.
-CLASSES = (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, Bidirectional, Stack, LSTMState)
+CLASSES = (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, LRU, Bidirectional, Stack, LSTMState)
 
 FORMAT = "jrnn-checkpoint"
 VERSION = 1

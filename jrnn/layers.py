@@ -169,8 +169,16 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Op
                   in_mask=_mask(k_in, dropout.input, (B, params.input_size), params.dtype),
                   rec_mask=_mask(k_rec, dropout.recurrent, (B, params.hidden_size), params.dtype))
     if parallel(params, mode, T):
-        return run_parallel(params, xs, h0, reverse=reverse, masks=masks)
-    return run_cell(params, xs, h0, k=k, reverse=reverse, masks=masks, checkpoint=checkpoint)
+        ys, h = run_parallel(params, xs, h0, reverse=reverse, masks=masks)
+    else:
+        ys, h = run_cell(params, xs, h0, k=k, reverse=reverse, masks=masks, checkpoint=checkpoint)
+    if params.has_readout and T:  # a readout from the states and inputs of all steps at once
+        x_in = xs if masks.in_mask is None else xs * masks.in_mask.astype(xs.dtype)[None]
+        ys = params.readout(ys, x_in)
+        if lengths is not None:
+            valid = jnp.arange(T)[:, None, None] < lengths[None, :, None]
+            ys = jnp.where(valid, ys, jnp.zeros_like(ys))
+    return ys, h
 
 
 PARALLEL_MIN_T = {"cpu": None, "gpu": 64, "tpu": 64}  # `mode="auto"`: parallel from this T (None: never)

@@ -49,7 +49,7 @@ def run_cell(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool, masks: Op
     masks = Masks() if masks is None else masks
     T = xs.shape[0]
     if T == 0:
-        return jnp.zeros((0, xs.shape[1], cell.output_size), cell.state_dtype), h0
+        return jnp.zeros((0, xs.shape[1], cell.output_size), cell.output_dtype), h0
     if (cell.fused and cell.dtype == cell.state_dtype and checkpoint is None and masks.resets is None
             and masks.rec_mask is None):
         if masks.in_mask is not None:
@@ -122,7 +122,7 @@ def run_parallel(cell, xs: jax.Array, h0: jax.Array, *, reverse: bool,
     masks = Masks() if masks is None else masks
     T = xs.shape[0]
     if T == 0:
-        return jnp.zeros((0, xs.shape[1], cell.output_size), cell.state_dtype), h0
+        return jnp.zeros((0, xs.shape[1], cell.output_size), cell.output_dtype), h0
     if masks.in_mask is not None:
         xs = xs * masks.in_mask.astype(xs.dtype)[None]
     a, b = cell.coefficients(cell.project(xs))  # [T, B, H] each

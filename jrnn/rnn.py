@@ -47,7 +47,7 @@ def _check_params(params, name: str = "params", in_stack: bool = False) -> None:
                     f"`{name}.layers[{i}]` takes {layer.input_size} input features but "
                     f"`{name}.layers[{i - 1}]` gives {params.layers[i - 1].output_size}")
         return
-    raise TypeError(f"`{name}` must be jrnn params (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, Bidirectional"
+    raise TypeError(f"`{name}` must be jrnn params (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, LRU, Bidirectional"
                     f"{'' if in_stack else ', Stack'}); got {type(params).__name__}")
 
 
@@ -95,8 +95,10 @@ def _check_state(name: str, h, params, batch_shape: tuple[int, ...]) -> State:
     out = []
     for leaf in leaves:
         leaf = jnp.asarray(leaf)
-        if not jnp.issubdtype(leaf.dtype, jnp.floating):
-            raise TypeError(f"`{name}` must be floating; got dtype {leaf.dtype}")
+        complex_state = jnp.issubdtype(params.state_dtype, jnp.complexfloating)
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact if complex_state else jnp.floating):
+            raise TypeError(f"`{name}` must be {'floating or complex' if complex_state else 'floating'}; "
+                            f"got dtype {leaf.dtype}")
         if leaf.ndim > len(full) or tuple(leaf.shape) != full[len(full) - leaf.ndim:] or leaf.ndim == 0:
             shapes = [tuple(jnp.shape(v)) for v in leaves]
             raise ValueError(f"`{name}` must have {expected}; "
@@ -177,10 +179,10 @@ def _check_mode(params, mode, rates: Dropout) -> None:
     cells = _cells(params)
     if mode == "parallel" and not all(getattr(c, "linear", False) for c in cells):
         names = sorted({type(c).__name__ for c in cells if not getattr(c, "linear", False)})
-        raise ValueError(f"`mode=\"parallel\"` needs linear-recurrence cells (MinGRU, MinLSTM); "
+        raise ValueError(f"`mode=\"parallel\"` needs linear-recurrence cells (MinGRU, MinLSTM, LRU); "
                          f"got {', '.join(names)}: use mode=\"sequential\"")
     if rates.recurrent and any(getattr(c, "linear", False) for c in cells):
-        raise ValueError("`recurrent_dropout` needs a recurrent matmul, which MinGRU and MinLSTM do not "
+        raise ValueError("`recurrent_dropout` needs a recurrent matmul, which MinGRU, MinLSTM and LRU do not "
                          "have; use `dropout`")
 
 
@@ -219,12 +221,14 @@ def cell_apply(params: Union[CellBase, Stack], x: jax.Array, h: State) -> tuple[
         states = []
         for layer, hi in zip(params.layers, h, strict=True):
             out, hi = layer.recur(layer.project(x), hi)
+            out = layer.readout(out, x)
             if params.residual and layer.input_size == layer.output_size:
                 out = out + x.astype(out.dtype)
             x = out
             states.append(hi)
         return x, tuple(states)
-    return params.recur(params.project(x), h)
+    out, h = params.recur(params.project(x), h)
+    return params.readout(out, x), h
 
 
 def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
@@ -266,7 +270,7 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
         recomputes the steps in between (`jax.checkpoint` per segment). `c ~ sqrt(T)` cuts the
         memory of a long sequence by about `sqrt(T)` for about one more forward pass of time.
       mode: "sequential" (scan or unroll, every cell), "parallel" (`jax.lax.associative_scan` over
-        the affine steps: linear-recurrence cells only, MinGRU and MinLSTM; `unroll` and `checkpoint`
+        the affine steps: linear-recurrence cells only, MinGRU, MinLSTM and LRU; `unroll` and `checkpoint`
         do not apply), or "auto" (the default: parallel for those cells where the backend and `T`
         favour it, see `jrnn.layers.PARALLEL_MIN_T`; sequential otherwise).
 

@@ -24,17 +24,17 @@ def test_parallel_smoke(tmp_path, monkeypatch):
     data = json.loads((tmp_path / "parallel.json").read_text())
     md = (tmp_path / "parallel.md").read_text()
     assert (tmp_path / "parallel.png").stat().st_size > 0
-    assert {"command", "preset", "machine", "calls", "rounds", "rtol", "parallel_min_t", "grid", "note",
+    assert {"command", "preset", "machine", "calls", "rounds", "rtol", "parallel_min_t", "grid",
             "checks", "results", "summary", "runtime_s", "plot"} <= set(data)
     assert data["preset"] == "smoke" and "--smoke" in data["command"]
     assert {"cpu", "cores", "device", "jax"} <= set(data["machine"])
     assert data["grid"]["Ts"] == [4, 16] and (data["grid"]["B"], data["grid"]["H"]) == (2, 4)
 
     assert {(c["cell"], c["T"]) for c in data["checks"]} == {
-        (k, T) for k in ("MinGRU", "MinLSTM") for T in (4, 16)}
+        (k, T) for k in ("MinGRU", "MinLSTM", "LRU") for T in (4, 16)}
     assert all(c["ok"] for c in data["checks"])
     variants = ("MinGRU sequential", "MinGRU parallel", "MinGRU auto", "MinLSTM sequential",
-                "MinLSTM parallel", "GRU scan")
+                "MinLSTM parallel", "LRU sequential", "LRU parallel", "GRU scan")
     results = data["results"]
     assert {(r["variant"], r["direction"], r["T"]) for r in results} == {
         (v, d, T) for v in variants for d in ("fwd", "fwd+bwd") for T in (4, 16)}
@@ -46,7 +46,7 @@ def test_parallel_smoke(tmp_path, monkeypatch):
             assert r["picked"] in ("sequential", "parallel") and isinstance(r["same_program_as_picked"], bool)
 
     summary = data["summary"]
-    assert len(summary["rows"]) == 4 and len(summary["crossover"]) == 4
+    assert len(summary["rows"]) == 4 and len(summary["crossover"]) == 6
     assert {"mingru_speedup_over_gru", "parallel_over_sequential", "auto_picked", "auto_over_best",
             "auto_ok"} <= set(summary["rows"][0])
     targets = summary["targets"]

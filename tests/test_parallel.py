@@ -1,4 +1,4 @@
-"""MinGRU and MinLSTM: the paper's equations in NumPy, and parallel mode == sequential mode."""
+"""MinGRU, MinLSTM and LRU: the papers' equations in NumPy, and parallel mode == sequential mode."""
 
 import functools
 
@@ -9,7 +9,18 @@ import pytest
 
 import jrnn
 
-KINDS = {"mingru": jrnn.MinGRU, "minlstm": jrnn.MinLSTM}
+KINDS = {"mingru": jrnn.MinGRU, "minlstm": jrnn.MinLSTM, "lru": jrnn.LRU}
+
+
+def make(kind, I, H, seed=0):
+    if kind == "lru":
+        return jrnn.LRU.init(jax.random.key(seed), I, H, r_min=0.5, r_max=0.99)
+    return KINDS[kind].init(jax.random.key(seed), I, H, initializer="pytorch")
+
+
+def random_state(p, shape, key):
+    """Normal entries; complex ones for the LRU's complex state."""
+    return jax.random.normal(key, shape, p.state_dtype)
 
 
 def np_sigmoid(x):
@@ -33,7 +44,7 @@ def np_step(kind, p, x, h):
     return f / (f + i) * h + i / (f + i) * np_g(h_tilde)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", ["mingru", "minlstm"])
 def test_step_matches_the_papers_equations(kind):
     p = KINDS[kind].init(jax.random.key(0), 5, 6, initializer="pytorch")
     x = np.asarray(jax.random.normal(jax.random.key(1), (3, 5)) * 3)
@@ -43,12 +54,41 @@ def test_step_matches_the_papers_equations(kind):
     np.testing.assert_allclose(out, h_new)
 
 
+def np_lru_step(p, x, h):
+    """Orvieto et al. (2023), eqs. of the LRU, in complex128 NumPy."""
+    a = {name: np.asarray(getattr(p, name), np.float64) for name in
+         ("nu_log", "theta_log", "gamma_log", "B_re", "B_im", "C_re", "C_im", "D")}
+    lam = np.exp(-np.exp(a["nu_log"]) + 1j * np.exp(a["theta_log"]))
+    h_new = lam * h + np.exp(a["gamma_log"]) * (x @ (a["B_re"] + 1j * a["B_im"]))
+    y = (h_new @ (a["C_re"] + 1j * a["C_im"])).real + a["D"] * x
+    return y, h_new
+
+
+def test_lru_step_and_init_match_the_paper():
+    p = jrnn.LRU.init(jax.random.key(0), 5, 6, r_min=0.4, r_max=0.9, max_phase=np.pi)
+    lam = np.exp(-np.exp(np.asarray(p.nu_log, np.float64)) + 1j * np.exp(np.asarray(p.theta_log, np.float64)))
+    assert np.all((np.abs(lam) >= 0.4 - 1e-6) & (np.abs(lam) <= 0.9 + 1e-6))
+    assert np.all((np.angle(lam) >= -1e-6) & (np.angle(lam) <= np.pi + 1e-6))
+    np.testing.assert_allclose(np.exp(np.asarray(p.gamma_log)), np.sqrt(1 - np.abs(lam) ** 2), rtol=1e-5)
+    x = np.asarray(jax.random.normal(jax.random.key(1), (3, 5)))
+    h = np.asarray(random_state(p, (3, 6), jax.random.key(2)))
+    out, h_new = jrnn.cell_apply(p, jnp.asarray(x), jnp.asarray(h))
+    y, want = np_lru_step(p, x, h)
+    assert out.dtype == jnp.float32 and h_new.dtype == jnp.complex64 and out.shape == (3, 5)
+    np.testing.assert_allclose(h_new, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out, y, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"LRU needs 0 <= `r_min` < `r_max` <= 1; got r_min=0.9, r_max=0.5"):
+        jrnn.LRU.init(jax.random.key(0), 5, 6, r_min=0.9, r_max=0.5)
+    with pytest.raises(TypeError, match=r"`h` must be floating or complex; got dtype int32"):
+        jrnn.cell_apply(p, jnp.asarray(x), jnp.zeros((3, 6), jnp.int32))
+
+
 @functools.partial(jax.jit, static_argnames=("mode", "reverse"))
 def loss_and_grads(p, xs, h0, lengths, resets, mode, reverse):
     def loss(p, xs, h0):
         ys, h = jrnn.rnn_apply(p, xs, h0, lengths=lengths, resets=resets, reverse=reverse, mode=mode)
         w = jnp.linspace(-1, 1, ys.shape[-1])[None, None]
-        return jnp.sum(ys * w) + jnp.sum(h), (ys, h)
+        return jnp.sum(ys * w) + jnp.sum(jnp.real(h)) + 0.5 * jnp.sum(jnp.imag(h)), (ys, h)
 
     return jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(p, xs, h0)
 
@@ -57,10 +97,10 @@ def loss_and_grads(p, xs, h0, lengths, resets, mode, reverse):
 @pytest.mark.parametrize("T", [1, 2, 7, 64, 1000])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_parallel_equals_sequential(kind, T, reverse):
-    p = KINDS[kind].init(jax.random.key(0), 3, 4, initializer="pytorch")
+    p = make(kind, 3, 4)
     B = 3
     xs = jax.random.normal(jax.random.key(1), (B, T, 3))
-    h0 = jax.random.normal(jax.random.key(2), (B, 4))
+    h0 = random_state(p, (B, 4), jax.random.key(2))
     lengths = jnp.array([T, max(T // 2, 1), 0])
     resets = jax.random.bernoulli(jax.random.key(3), 0.1, (B, T))
     seq = loss_and_grads(p, xs, h0, lengths, resets, "sequential", reverse)
@@ -70,7 +110,8 @@ def test_parallel_equals_sequential(kind, T, reverse):
 
 def test_stack_and_bidirectional_in_parallel_mode():
     k1, k2 = jax.random.split(jax.random.key(0))
-    stack = jrnn.Stack((jrnn.Bidirectional.init(k1, jrnn.MinGRU, 3, 4), jrnn.MinLSTM.init(k2, 8, 5)))
+    stack = jrnn.Stack((jrnn.Bidirectional.init(k1, jrnn.MinGRU, 3, 4), jrnn.MinLSTM.init(k2, 8, 5),
+                        jrnn.Bidirectional(make("lru", 5, 6, 1), make("lru", 5, 3, 2), "sum")))
     xs = jax.random.normal(jax.random.key(1), (2, 9, 3))
     lengths = jnp.array([9, 3])
     run = jax.jit(jrnn.rnn_apply, static_argnames="mode")
@@ -94,7 +135,7 @@ def test_mode_errors():
     gru = jrnn.GRU.init(jax.random.key(0), 3, 4)
     xs = jnp.ones((2, 5, 3))
     with pytest.raises(ValueError, match=r'`mode="parallel"` needs linear-recurrence cells '
-                                         r"\(MinGRU, MinLSTM\); got GRU"):
+                                         r"\(MinGRU, MinLSTM, LRU\); got GRU"):
         jrnn.rnn_apply(gru, xs, mode="parallel")
     with pytest.raises(ValueError, match=r"Unknown `mode` 'fast'; expected one of \('auto', 'sequential', "):
         jrnn.rnn_apply(gru, xs, mode="fast")
@@ -104,7 +145,8 @@ def test_mode_errors():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    p = {"a": jrnn.MinGRU.init(jax.random.key(0), 3, 4), "b": jrnn.MinLSTM.init(jax.random.key(1), 3, 4)}
+    p = {"a": jrnn.MinGRU.init(jax.random.key(0), 3, 4), "b": jrnn.MinLSTM.init(jax.random.key(1), 3, 4),
+         "c": make("lru", 3, 4)}
     jrnn.save(tmp_path / "m.ckpt", p)
     q = jrnn.load(tmp_path / "m.ckpt")
     assert jax.tree.structure(q) == jax.tree.structure(p)

@@ -71,6 +71,17 @@ class CellBase:
         dtype = jnp.dtype(self.kernel.dtype)
         return dtype if dtype.itemsize >= 4 else jnp.dtype(jnp.float32)
 
+    @property
+    def output_dtype(self):
+        """The dtype of the outputs `ys` (the state's, unless a `readout` maps the state)."""
+        return self.state_dtype
+
+    has_readout = False  # True where `readout` is more than the identity (the LRU)
+
+    def readout(self, out, x):
+        """The output from the step's `out` and its input `x`, applied after the loop over time."""
+        return out
+
     def zero_state(self, batch_shape: tuple[int, ...] = ()):
         """Zeros `[*batch_shape, H]` (an `LSTMState` of two for the LSTM)."""
         return jnp.zeros((*batch_shape, self.hidden_size), self.state_dtype)
