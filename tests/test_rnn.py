@@ -213,7 +213,7 @@ GRU_P = jrnn.GRU.init(KEY, 3, 4)
      r"`unroll` must be a bool or a positive int; got 0"),
     (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), unroll=2.0), ValueError, r"`unroll`.*got 2.0"),
     (lambda: jrnn.rnn_apply({"kernel": 1}, jnp.ones((2, 5, 3))), TypeError,
-     r"`params` must be jrnn params \(SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, Bidirectional, Stack\); "
+     r"`params` must be jrnn params \(SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, LRU, Bidirectional, Stack\); "
      r"got dict"),
     (lambda: jrnn.cell_apply(GRU_P, jnp.ones((2, 4)), jnp.zeros((2, 4))), ValueError,
      r"`x` must have shape \[\.\.\., I\] with I = `input_size` \(=3\); got shape \(2, 4\)"),
