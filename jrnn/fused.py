@@ -31,30 +31,34 @@ def run_fused(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool,
     T = xs.shape[0]
     valid = None if lengths is None else jnp.arange(T, dtype=jnp.int32)[:, None] < lengths[None, :]
 
-    def step(cell, gx, z, h, ok):
-        out, h_new = cell.activate(gx, z, h)
+    def step(cell, u, h, ok):
+        out, h_new = cell.activate(*u, h)
         if ok is None:
             return out, h_new
         ok = ok[:, None]
         h_new = jax.tree.map(functools.partial(jnp.where, ok), h_new, h)
         return jnp.where(ok, out, jnp.zeros_like(out)), h_new
 
-    def matmul(cell, h):
+    def inputs(cell, gx, h):
+        """What `activate` takes besides the state: `(gx + z, None)` for an additive cell, else `(gx, z)`."""
         z = cell.hidden(h).astype(cell.dtype) @ cell.recurrent_kernel
-        return z if cell.recurrent_bias is None else z + cell.recurrent_bias[None]
+        if cell.recurrent_bias is not None:
+            z = z + cell.recurrent_bias[None]
+        return (gx + z, None) if cell.additive else (gx, z)
 
     def forward(cell, xs, h0, valid, save: bool):
         def chunk(h, x_c, ok_c):
             gx = cell.project(x_c)
-            order = reversed(range(x_c.shape[0])) if reverse else range(x_c.shape[0])
-            outs, zs, hs = ([None] * x_c.shape[0] for _ in range(3))
-            for j in order:
-                zs[j] = matmul(cell, h)
-                outs[j], h = step(cell, gx[j], zs[j], h, None if ok_c is None else ok_c[j])
+            n = x_c.shape[0]
+            outs, us, hs = [None] * n, [None] * n, [None] * n
+            for j in (reversed(range(n)) if reverse else range(n)):
+                us[j] = inputs(cell, gx[j], h)
+                outs[j], h = step(cell, us[j], h, None if ok_c is None else ok_c[j])
                 hs[j] = h
             if not save:
                 return h, jnp.stack(outs)
-            return h, (jnp.stack(outs), gx, jnp.stack(zs), jax.tree.map(lambda *a: jnp.stack(a), *hs))
+            stack = lambda *a: jnp.stack(a)  # noqa: E731
+            return h, (jnp.stack(outs), jax.tree.map(stack, *us), jax.tree.map(stack, *hs))
 
         return blocks(chunk, h0, (xs, valid), k, reverse)
 
@@ -64,32 +68,34 @@ def run_fused(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool,
         return ys, h
 
     def run_fwd(cell, xs, h0, valid):
-        h, (ys, gx, zs, hs) = forward(cell, xs, h0, valid, save=True)
-        return (ys, h), (cell, xs, h0, valid, gx, zs, hs)
+        h, (ys, us, hs) = forward(cell, xs, h0, valid, save=True)
+        return (ys, h), (cell, xs, h0, valid, us, hs)
 
     def run_bwd(res, cts):
-        cell, xs, h0, valid, gx, zs, hs = res
+        cell, xs, h0, valid, us, hs = res
         dys, dh = cts
         # The state before each step: h0, then the state after the previous step in run order.
         first = lambda a0, a: jnp.concatenate([a[1:], a0[None]] if reverse else [a0[None], a[:-1]])  # noqa: E731
         prev = jax.tree.map(first, h0, hs)
         wt = cell.recurrent_kernel.T
 
-        def chunk(dh, gx_c, z_c, prev_c, dy_c, ok_c):
-            n = gx_c.shape[0]
-            dgx, dz = [None] * n, [None] * n
+        def chunk(dh, u_c, prev_c, dy_c, ok_c):
+            n = dy_c.shape[0]
+            dus = [None] * n
             for j in (range(n) if reverse else reversed(range(n))):
-                p_j = jax.tree.map(lambda a, j=j: a[j], prev_c)
+                at_j = functools.partial(jax.tree.map, lambda a, j=j: a[j])
                 ok = None if ok_c is None else ok_c[j]
-                _, pull = jax.vjp(functools.partial(step, cell, ok=ok), gx_c[j], z_c[j], p_j)
-                dgx[j], dz[j], dh = pull((dy_c[j], dh))
-                dh_matmul = (dz[j] @ wt).astype(cell.state_dtype)
+                _, pull = jax.vjp(lambda u, p, ok=ok: step(cell, u, p, ok), at_j(u_c), at_j(prev_c))
+                dus[j], dh = pull((dy_c[j], dh))
+                dz = dus[j][0] if cell.additive else dus[j][1]
+                dh_matmul = (dz @ wt).astype(cell.state_dtype)
                 dh = dh._replace(h=dh.h + dh_matmul) if hasattr(dh, "_replace") else dh + dh_matmul
-            return dh, (jnp.stack(dgx), jnp.stack(dz))
+            return dh, jax.tree.map(lambda *a: jnp.stack(a), *dus)
 
-        dh0, (dgx, dz) = blocks(chunk, dh, (gx, zs, prev, dys, valid), k, not reverse)
+        dh0, du = blocks(chunk, dh, (us, prev, dys, valid), k, not reverse)
         rows = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
-        dgx, dz = rows(dgx), rows(dz)
+        dgx = rows(du[0])
+        dz = dgx if cell.additive else rows(du[1])  # an additive cell's dz is its dgx
         dxs = (dgx @ cell.kernel.T).reshape(xs.shape).astype(xs.dtype)
         _, pull = jax.vjp(lambda c: (c.kernel, c.input_bias, c.recurrent_kernel, c.recurrent_bias), cell)
         dcell, = pull((rows(xs).astype(cell.dtype).T @ dgx, None if cell.input_bias is None else dgx.sum(0),

@@ -43,6 +43,7 @@ class CellBase:
     # True where `recur` is `activate(gx, hidden(h) @ recurrent_kernel + recurrent_bias, h)` and
     # `activate` holds no weights: then `jrnn.fused` can take its gradient (see there).
     fused: bool = False
+    additive: bool = False  # `activate(gx, z, h)` depends on `gx + z` only (then `z` may be None)
     recurrent_bias = None
 
     def hidden(self, state):

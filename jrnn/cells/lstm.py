@@ -36,6 +36,7 @@ class LSTM(CellBase):
 
     gates = 4
     fused = True
+    additive = True  # `activate` depends on `gx + z` only
 
     @classmethod
     def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, use_bias: bool = True,
@@ -67,9 +68,11 @@ class LSTM(CellBase):
     def hidden(self, state: LSTMState) -> jax.Array:
         return state.h
 
-    def activate(self, gx: jax.Array, z: jax.Array, state: LSTMState) -> tuple[jax.Array, LSTMState]:
-        """The step after the recurrent matmul `z [..., 4H]`; returns `(h', LSTMState(h', c'))`."""
-        i, f, g, o = jnp.split(gx + z, 4, axis=-1)
+    def activate(self, gx: jax.Array, z: Optional[jax.Array],
+                 state: LSTMState) -> tuple[jax.Array, LSTMState]:
+        """The step after the recurrent matmul `z [..., 4H]` (None: already added to `gx`);
+        returns `(h', LSTMState(h', c'))`."""
+        i, f, g, o = jnp.split(gx if z is None else gx + z, 4, axis=-1)
         c_new = jax.nn.sigmoid(f) * state.c.astype(self.dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
         h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
         h_new, c_new = h_new.astype(self.state_dtype), c_new.astype(self.state_dtype)

@@ -38,6 +38,7 @@ class SimpleRNN(CellBase):
 
     gates = 1
     fused = True
+    additive = True  # `activate` depends on `gx + z` only
 
     @classmethod
     def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, activation: str = "tanh",
@@ -56,7 +57,7 @@ class SimpleRNN(CellBase):
         """
         return self.activate(gx, self.masked(h, rec_mask) @ self.recurrent_kernel, h)
 
-    def activate(self, gx: jax.Array, z: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """The step after the recurrent matmul `z [..., H]`; returns `(h', h')`."""
-        h_new = ACTIVATIONS[self.activation](gx + z).astype(self.state_dtype)
+    def activate(self, gx: jax.Array, z: Optional[jax.Array], h: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The step after the recurrent matmul `z [..., H]` (None: already added to `gx`); `(h', h')`."""
+        h_new = ACTIVATIONS[self.activation](gx if z is None else gx + z).astype(self.state_dtype)
         return h_new, h_new
