@@ -280,7 +280,7 @@ def markdown(data: dict) -> str:
                   "| T | " + " | ".join(names)
                   + " | GRU / MinGRU best | " + " | ".join(f"par / seq {k}" for k in LINEAR)
                   + " | auto / best |",
-                  "|---:|" + "---:|" * (len(names) + 3 + len(LINEAR))]
+                  "|---:|" + "---:|" * (len(names) + 2 + len(LINEAR))]
         for row in data["summary"]["rows"]:
             if row["direction"] != direction:
                 continue

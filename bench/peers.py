@@ -363,6 +363,10 @@ def run_workload(wname: str, w: Workload, calls: int, unrolls: tuple, log) -> li
         best[direction] = dict(sweep[k][direction], unroll=k,
                                sweep_ms={u: sweep[u][direction]["median_ms"] for u in unrolls})
     add("jrnn best", best, note="unroll " + "/".join(str(best[d]["unroll"]) for d in ("fwd", "fwd+bwd")))
+    # `checkpoint=T` rematerialises nothing but takes the autodiff path: the hand-written VJP's baseline.
+    autodiff = lambda p, xs: jrnn.rnn_apply(p, xs, checkpoint=xs.shape[1])[0]  # noqa: E731
+    autodiff = time_jax_peer(autodiff, params, xs, calls)
+    add("jrnn autodiff", autodiff, note="checkpoint=T: autodiff, not jrnn/fused.py")
 
     for name, package, build in PEERS:
         if name in LSTM_ONLY and w.kind != "LSTM":
@@ -438,8 +442,9 @@ def markdown(data: dict) -> str:
         "",
         "Forward = sum of all outputs; fwd+bwd = gradient of that sum w.r.t. the params. FLOPs: forward "
         "2·B·T·(I+H)·G·H, fwd+bwd 3×. `×best`: median over the fastest median of its group. jrnn best: "
-        f"the best of unroll {unrolls} (note: the unroll chosen for fwd / fwd+bwd). `check`: max abs "
-        "difference from jrnn's outputs for the same weights.",
+        f"the best of unroll {unrolls} (note: the unroll chosen for fwd / fwd+bwd). jrnn autodiff: the "
+        "default through `jax.grad` of the loop instead of jrnn's hand-written VJP (`checkpoint=T`). "
+        "`check`: max abs difference from jrnn's outputs for the same weights.",
         "",
     ]
     header = ["dir", "library", "median ms", "min ms", "compile ms", "×best", "GFLOP/s", "% peak",

@@ -72,7 +72,7 @@ def test_peers_smoke(tmp_path, monkeypatch):
     rows = {(r["workload"], r["library"], r["direction"]): r for r in data["rows"]}
     for w in ("W1", "W2"):
         flax = "" if w == "W1" else " OptimizedLSTMCell"
-        for library in ("jrnn default", "jrnn best", "Flax linen" + flax, "Flax nnx" + flax,
+        for library in ("jrnn default", "jrnn best", "jrnn autodiff", "Flax linen" + flax, "Flax nnx" + flax,
                         "Haiku dynamic_unroll", "Keras 3 (JAX)", "PyTorch eager"):
             for d in ("fwd", "fwd+bwd"):
                 r = rows[w, library, d]
