@@ -222,6 +222,8 @@ def jax_experimental_rnn(kind, p):
 
     if kind != "LSTM":
         raise Skip("LSTM only")
+    if jax.default_backend() not in ("gpu", "rocm", "cuda"):
+        raise Skip(f"cuDNN/MIOpen only, not {jax.default_backend()}")
     t = jrnn.to_torch(p)  # cuDNN's flat layout: W_ih, W_hh, b_ih, b_hh, PyTorch's gate rows
     weights = jnp.concatenate([jnp.asarray(t[k].numpy()).ravel()
                                for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")])

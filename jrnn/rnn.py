@@ -122,15 +122,16 @@ def _check_unroll(unroll) -> Union[int, bool]:
 
 
 def default_unroll(params: Params, T: int, B: int) -> int:
-    """The unroll factor `rnn_apply` uses when none is given: 4 for small steps, 2 for large ones.
+    """The unroll factor `rnn_apply` uses when none is given: 4 when `B * H <= 16384`, else 2.
 
-    Fitted to `bench/scan_vs_unroll.py` on this project's 2-core CPU: taking 2-8 steps per scan
-    iteration (one input projection per chunk) beat the plain scan by 1.1-1.6x over T = 8..512 for
-    both B=4/H=64 and B=64/H=512, forward and backward; the larger factors paid only for small steps
-    and cost compile time. A full unroll was never worth its compile time.
+    Fitted to `bench/scan_vs_unroll.py` and `bench/peers.py` on this project's 2-core CPU: taking 2-8
+    steps per scan iteration (one input projection per chunk) beat the plain scan by 1.1-1.6x over
+    T = 8..512 for both B=4/H=64 and B=64/H=512, forward and backward; the larger factors paid only
+    for small steps and cost compile time. With the hand-written VJP, the LSTM at B=32, H=256 trained
+    fastest at 4 (76 ms vs 98 ms at 2), B=128, H=512 at 2. A full unroll was never worth its compile time.
     """
     width = max(c.hidden_size for c in _cells(params))
-    return max(1, min(T, 4 if B * width <= 4096 else 2))
+    return max(1, min(T, 4 if B * width <= 16384 else 2))
 
 
 def _check_lengths(lengths, batch_shape: tuple[int, ...], T: int) -> jax.Array:

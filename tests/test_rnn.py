@@ -270,6 +270,7 @@ def test_default_unroll_rule():
 
     small, large = make("lstm", I=3, H=64), make("lstm", I=3, H=512)
     assert default_unroll(small, 128, 4) == 4 and default_unroll(large, 128, 64) == 2
+    assert default_unroll(make("lstm", I=3, H=256), 128, 32) == 4
     assert default_unroll(small, 1, 4) == 1  # never more than T
 
 
