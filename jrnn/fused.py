@@ -2,7 +2,8 @@
 
 Autodiff of the loop accumulates `x_t^T dgx_t` and `h_{t-1}^T dz_t` inside the backward loop, two
 small matrix products per step, and saves a dozen per-step residuals. Here the forward loop saves
-only what each step's `activate` needs (its inputs `gx_t`, `z_t` and the states), the backward loop
+only what each step's `activate` needs (`gx_t + z_t` for an additive cell, else `gx_t` and `z_t`, and
+the states), the backward loop
 carries only the state's cotangent through one matrix product per step, and the weight and input
 gradients are one large product each after it:
 

@@ -209,7 +209,8 @@ def cell_apply(params: Union[CellBase, Stack], x: jax.Array, h: State) -> tuple[
         per-layer states for a stack).
 
     Returns:
-      `(out, h_new)`: `out [..., H]` is the (last layer's) new hidden state, `h_new` the new state.
+      `(out, h_new)`: `out [..., H]` is the (last layer's) new hidden state (for an LRU its real
+      readout `[..., I]`), `h_new` the new state.
     """
     _check_params(params)
     if isinstance(params, Bidirectional) or (

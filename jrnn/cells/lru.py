@@ -41,6 +41,8 @@ class LRU(LinearCell):
     C_im: jax.Array
     D: jax.Array
 
+    has_readout = True
+
     @classmethod
     def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, r_min: float = 0.0,
              r_max: float = 1.0, max_phase: float = 2 * math.pi, dtype=jnp.float32) -> LRU:
@@ -99,8 +101,6 @@ class LRU(LinearCell):
         """`a = lambda` (the same at every step), `b = gx`; each complex `[..., N]`."""
         lam = jnp.exp(jax.lax.complex(-jnp.exp(self.nu_log), jnp.exp(self.theta_log)))
         return jnp.broadcast_to(lam.astype(gx.dtype), gx.shape), gx
-
-    has_readout = True
 
     def readout(self, out: jax.Array, x: jax.Array) -> jax.Array:
         """`Re(h C) + D * x`: the real output `[..., I]` from the state `[..., N]` and input `[..., I]`."""
