@@ -308,3 +308,15 @@ def test_hand_written_vjp_equals_autodiff_of_the_step_loop(kind, unroll, reverse
     want = jax.jit(jax.grad(functools.partial(loss, reference), argnums=(0, 1, 2)))(params, xs, h0)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_forward_mode_through_the_autodiff_path():
+    """The hand-written VJP is reverse-mode only; `checkpoint=T` takes the autodiff loop, where
+    `jax.jvp` works and agrees with the reverse-mode gradient."""
+    params = make("lstm", I=3, H=4)
+    xs = jax.random.normal(jax.random.key(8), (2, 6, 3))
+    f = lambda xs, c=None: jrnn.rnn_apply(params, xs, checkpoint=c)[0].sum()  # noqa: E731
+    with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
+        jax.jvp(f, (xs,), (jnp.ones_like(xs),))
+    _, tangent = jax.jvp(functools.partial(f, c=6), (xs,), (jnp.ones_like(xs),))
+    np.testing.assert_allclose(tangent, jax.grad(f)(xs).sum(), rtol=1e-5)
