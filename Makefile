@@ -15,10 +15,11 @@ test: $(VENV)/.test
 	$(VENV)/bin/ruff check jrnn tests bench examples
 	KERAS_BACKEND=jax $(PY) -m pytest -q -n 2
 
-# Quick preset of both benchmarks (under 10 minutes on 2 cores); results in bench/results/.
+# Quick presets of the benchmarks (under 10 minutes on 2 cores); results in bench/results/.
 bench: $(VENV)/.bench
 	KERAS_BACKEND=jax $(PY) bench/scan_vs_unroll.py --quick
 	KERAS_BACKEND=jax $(PY) bench/peers.py --quick
+	$(PY) bench/checkpoint.py
 
 # The main job: train a jrnn classifier on sequential digits (under a minute on 2 cores).
 demo: $(VENV)/.demo

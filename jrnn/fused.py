@@ -9,8 +9,9 @@ gradients are one large product each after it:
 
     dK = X^T dGX    dW = H_prev^T dZ    dxs = dGX K^T      ([T*B, .] rows each)
 
-Used by `jrnn.loop.run_cell` for cells with `fused` set, without resets, recurrent dropout or
-`checkpoint`. Reverse-mode only: `jax.jvp` through it raises (a `jax.custom_vjp`).
+Used by `jrnn.loop.run_cell` for cells with `fused` set, without resets or recurrent dropout (with
+`checkpoint=c < T`, inside each rematerialised segment). Reverse-mode only: `jax.jvp` through it
+raises (a `jax.custom_vjp`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,10 @@ State = Any
 
 
 def run_fused(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool,
-              lengths: Optional[jax.Array] = None) -> tuple[jax.Array, State]:
-    """Same contract as `jrnn.loop.run_cell` (no masks but `lengths`): `(ys [T, B, H], h_T)`."""
+              valid: Optional[jax.Array] = None) -> tuple[jax.Array, State]:
+    """Like `jrnn.loop.run_cell` with no masks but `valid [T, B]` (False: a padded step, which
+    leaves the state unchanged and outputs zeros): `(ys [T, B, H], h_T)`."""
     from jrnn.loop import blocks  # (loop imports this module)
-
-    T = xs.shape[0]
-    valid = None if lengths is None else jnp.arange(T, dtype=jnp.int32)[:, None] < lengths[None, :]
 
     def step(cell, u, h, ok):
         out, h_new = cell.activate(*u, h)

@@ -44,18 +44,30 @@ def run_cell(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool, masks: Op
 
     With `checkpoint=c`, the steps run in segments of `c` under `jax.checkpoint`: the backward pass
     keeps only the state at segment boundaries and recomputes each segment (sqrt(T) memory for
-    `c ~ sqrt(T)`), at the cost of a second forward pass.
+    `c ~ sqrt(T)`), at the cost of a second forward pass. Cells with `fused` set run through
+    `jrnn.fused` (per segment with `c < T`); `checkpoint >= T` is one segment through autodiff.
     """
     masks = Masks() if masks is None else masks
     T = xs.shape[0]
     if T == 0:
         return jnp.zeros((0, xs.shape[1], cell.output_size), cell.output_dtype), h0
-    if (cell.fused and cell.dtype == cell.state_dtype and checkpoint is None and masks.resets is None
-            and masks.rec_mask is None):
+    lengths = masks.lengths
+    remat = checkpoint is not None and checkpoint < T
+    if (cell.fused and cell.dtype == cell.state_dtype and (checkpoint is None or remat)
+            and masks.resets is None and masks.rec_mask is None):
         if masks.in_mask is not None:
             xs = xs * masks.in_mask.astype(xs.dtype)[None]
-        return run_fused(cell, xs, h0, k=k, reverse=reverse, lengths=masks.lengths)
-    lengths = masks.lengths
+        valid = None if lengths is None else jnp.arange(T, dtype=jnp.int32)[:, None] < lengths[None, :]
+
+        def segment(h, x, ok):
+            ys, h = run_fused(cell, x, h, k=k, reverse=reverse, valid=ok)
+            return h, ys
+
+        if remat:
+            h, ys = blocks(jax.checkpoint(segment), h0, (xs, valid), checkpoint, reverse)
+        else:
+            h, ys = segment(h0, xs, valid)
+        return ys, h
     where = lambda c, a, b: jax.tree.map(functools.partial(jnp.where, c), a, b)  # noqa: E731
 
     def chunk(h, x_c, t_c, reset_c):

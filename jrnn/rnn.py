@@ -271,6 +271,8 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
       checkpoint: None, or an int c: the backward pass keeps the state only every c steps and
         recomputes the steps in between (`jax.checkpoint` per segment). `c ~ sqrt(T)` cuts the
         memory of a long sequence by about `sqrt(T)` for about one more forward pass of time.
+        `c >= T` is one segment differentiated by autodiff (no hand-written VJP): the way to take
+        forward-mode derivatives (`jax.jvp`) through SimpleRNN/LSTM/GRU.
       mode: "sequential" (scan or unroll, every cell), "parallel" (`jax.lax.associative_scan` over
         the affine steps: linear-recurrence cells only, MinGRU, MinLSTM and LRU; `unroll` and `checkpoint`
         do not apply), or "auto" (the default: parallel for those cells where the backend and `T`

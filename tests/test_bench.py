@@ -80,3 +80,19 @@ def test_peers_smoke(tmp_path, monkeypatch):
                 assert r["median_ms"] > 0 and r["ratio"] >= 1 and r["pct_peak"] > 0
     assert rows["W2", "Equinox + lax.scan", "fwd"]["status"] == "ok"
     assert "# jrnn vs peers" in (tmp_path / "peers_smoke.md").read_text()
+
+
+# --- bench/checkpoint.py --------------------------------------------------------------------------------
+
+
+def test_checkpoint_smoke(tmp_path, monkeypatch):
+    assert run_script("checkpoint.py", monkeypatch, "--smoke", "--calls", "2", "--out", str(tmp_path)) == 0
+    data = json.loads((tmp_path / "checkpoint_smoke.json").read_text())
+    assert [(r["layout"], r["checkpoint"]) for r in data["rows"]] == [
+        ("batch-major", None), ("batch-major", 8), ("time-major", None), ("time-major", 8)]
+    for r in data["rows"]:
+        assert r["temp_mib"] >= 0 and 0 < r["min_ms"] <= r["median_ms"]
+        if r["checkpoint"]:
+            assert r["grad_max_rel_err"] < 1e-4 and r["memory_cut"] > 1
+            assert isinstance(r["meets_target"], bool)
+    assert "| time-major | 8 |" in (tmp_path / "checkpoint_smoke.md").read_text()
