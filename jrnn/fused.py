@@ -41,9 +41,7 @@ def run_fused(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool,
 
     def inputs(cell, gx, h):
         """What `activate` takes besides the state: `(gx + z, None)` for an additive cell, else `(gx, z)`."""
-        z = cell.hidden(h).astype(cell.dtype) @ cell.recurrent_kernel
-        if cell.recurrent_bias is not None:
-            z = z + cell.recurrent_bias[None]
+        z = cell.recurrent(h)
         return (gx + z, None) if cell.additive else (gx, z)
 
     def forward(cell, xs, h0, valid, save: bool):

@@ -50,6 +50,16 @@ class CellBase:
         """The part of the state that enters the recurrent matmul."""
         return state
 
+    def recurrent(self, state, rec_mask=None):
+        """`z = hidden(state) @ recurrent_kernel + recurrent_bias`, `rec_mask` (recurrent dropout)
+        scaling the state where it enters the matmul."""
+        z = self.masked(self.hidden(state), rec_mask) @ self.recurrent_kernel
+        return z if self.recurrent_bias is None else z + lift(self.recurrent_bias, z.ndim)
+
+    def recur(self, gx, state, rec_mask=None):
+        """One step from the projected input `gx [..., G*H]`; returns `(out, new_state)`."""
+        return self.activate(gx, self.recurrent(state, rec_mask), state)
+
     @property
     def input_size(self) -> int:
         return self.kernel.shape[-2]

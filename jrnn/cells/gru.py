@@ -8,7 +8,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jrnn.cells.base import CellBase, check_init_args, lift
+from jrnn.cells.base import CellBase, check_init_args
 from jrnn.initializers import rnn_weights
 
 
@@ -67,12 +67,9 @@ class GRU(CellBase):
         `rec_mask [..., H]` (recurrent dropout) scales `h` where it enters the recurrent matmuls; the
         interpolation `z * h` uses the unmasked state.
         """
-        hm = self.masked(h, rec_mask)
         if self.reset_after:
-            inner = hm @ self.recurrent_kernel
-            if self.bias is not None:
-                inner = inner + lift(self.recurrent_bias, inner.ndim)
-            return self.activate(gx, inner, h)
+            return super().recur(gx, h, rec_mask)
+        hm = self.masked(h, rec_mask)
         H = self.hidden_size
         zr = jax.nn.sigmoid(gx[..., :2 * H] + hm @ self.recurrent_kernel[:, :2 * H])
         z, r = zr[..., :H], zr[..., H:]

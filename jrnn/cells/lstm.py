@@ -58,13 +58,6 @@ class LSTM(CellBase):
         shape = (*batch_shape, self.hidden_size)  # two arrays, so the state can be donated to a jit
         return LSTMState(jnp.zeros(shape, self.state_dtype), jnp.zeros(shape, self.state_dtype))
 
-    def recur(self, gx: jax.Array, state: LSTMState, rec_mask=None) -> tuple[jax.Array, LSTMState]:
-        """One step from `gx [..., 4H]` and `LSTMState(h, c)`; returns `(h', LSTMState(h', c'))`.
-
-        `rec_mask [..., H]` (recurrent dropout) scales `h` where it enters the recurrent matmul.
-        """
-        return self.activate(gx, self.masked(state.h, rec_mask) @ self.recurrent_kernel, state)
-
     def hidden(self, state: LSTMState) -> jax.Array:
         return state.h
 

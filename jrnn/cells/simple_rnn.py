@@ -50,13 +50,6 @@ class SimpleRNN(CellBase):
             key, input_size, hidden_size, 1, (hidden_size,) if use_bias else None, initializer, dtype)
         return cls(kernel, recurrent, bias, activation)
 
-    def recur(self, gx: jax.Array, h: jax.Array, rec_mask=None) -> tuple[jax.Array, jax.Array]:
-        """One step from the projected input `gx [..., H]` and state `h [..., H]`; returns `(h', h')`.
-
-        `rec_mask [..., H]` (recurrent dropout) scales `h` where it enters the recurrent matmul.
-        """
-        return self.activate(gx, self.masked(h, rec_mask) @ self.recurrent_kernel, h)
-
     def activate(self, gx: jax.Array, z: Optional[jax.Array], h: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The step after the recurrent matmul `z [..., H]` (None: already added to `gx`); `(h', h')`."""
         h_new = ACTIVATIONS[self.activation](gx if z is None else gx + z).astype(self.state_dtype)
