@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn.cells.base import CellBase, check_choice, check_positive_int
-from jrnn.loop import Masks, run_cell, run_parallel
+from jrnn.loop import Masks, run_cell, run_parallel, valid_steps
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
@@ -152,8 +152,7 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Op
             if params.residual and layer.input_size == layer.output_size:
                 ys = ys + xs.astype(ys.dtype)
                 if lengths is not None:
-                    valid = jnp.arange(xs.shape[0])[:, None, None] < lengths[None, :, None]
-                    ys = jnp.where(valid, ys, jnp.zeros_like(ys))
+                    ys = jnp.where(valid_steps(lengths, xs.shape[0])[..., None], ys, jnp.zeros_like(ys))
             if i < len(params.layers) - 1:
                 m = _mask(kd, dropout.layer, ys.shape, ys.dtype)
                 ys = ys if m is None else ys * m
@@ -176,8 +175,7 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Op
         x_in = xs if masks.in_mask is None else xs * masks.in_mask.astype(xs.dtype)[None]
         ys = params.readout(ys, x_in)
         if lengths is not None:
-            valid = jnp.arange(T)[:, None, None] < lengths[None, :, None]
-            ys = jnp.where(valid, ys, jnp.zeros_like(ys))
+            ys = jnp.where(valid_steps(lengths, T)[..., None], ys, jnp.zeros_like(ys))
     return ys, h
 
 

@@ -38,6 +38,11 @@ class Masks(NamedTuple):
     rec_mask: Optional[jax.Array] = None
 
 
+def valid_steps(lengths: jax.Array, T: int) -> jax.Array:
+    """Bool `[T, B]`: True at the steps `t < lengths[b]` (time-major `jrnn.sequence_mask`)."""
+    return jnp.arange(T, dtype=jnp.int32)[:, None] < lengths[None, :]
+
+
 def run_cell(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool, masks: Optional[Masks] = None,
              checkpoint: Optional[int] = None) -> tuple[jax.Array, State]:
     """Runs `cell` over `xs [T, B, I]` from `h0`; returns `(ys [T, B, H], h_T)`.
@@ -57,7 +62,7 @@ def run_cell(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool, masks: Op
             and masks.resets is None and masks.rec_mask is None):
         if masks.in_mask is not None:
             xs = xs * masks.in_mask.astype(xs.dtype)[None]
-        valid = None if lengths is None else jnp.arange(T, dtype=jnp.int32)[:, None] < lengths[None, :]
+        valid = None if lengths is None else valid_steps(lengths, T)
 
         def segment(h, x, ok):
             ys, h = run_fused(cell, x, h, k=k, reverse=reverse, valid=ok)
@@ -140,7 +145,7 @@ def run_parallel(cell, xs: jax.Array, h0: jax.Array, *, reverse: bool,
     a, b = cell.coefficients(cell.project(xs))  # [T, B, H] each
     valid = None
     if masks.lengths is not None:
-        valid = (jnp.arange(T, dtype=jnp.int32)[:, None] < masks.lengths[None, :])[..., None]
+        valid = valid_steps(masks.lengths, T)[..., None]
         a = jnp.where(valid, a, jnp.ones_like(a))
         b = jnp.where(valid, b, jnp.zeros_like(b))
     if masks.resets is not None:
