@@ -1,12 +1,12 @@
-"""Memory for long sequences: `rnn_apply(..., checkpoint=c)` against no checkpoint, forward+backward.
+"""Memory for long sequences: `rnn_apply(..., remat=c)` against no remat, forward+backward.
 
     python bench/checkpoint.py [--smoke] [--calls 5] [--out bench/results]
 
 A GRU (B=16, H=I=128, T=4096; `--smoke`: B=2, H=I=4, T=64) trained on the sum of its outputs, batch-major
-and time-major inputs, with `checkpoint` None and c = 64 (~sqrt(T)). For each: the compiled temp
+and time-major inputs, with `remat` None and c = 64 (~sqrt(T)). For each: the compiled temp
 memory (`compiled.memory_analysis()`), compile and median run time, and the ratios against no
-checkpoint in the same layout. Target (the speed issue): at least 10x less temp memory for at most
-1.4x the time. Gradients are checked against the no-checkpoint run (relative error <= 1e-4). Writes
+remat in the same layout. Target (the speed issue): at least 10x less temp memory for at most
+1.4x the time. Gradients are checked against the no-remat run (relative error <= 1e-4). Writes
 `<out>/checkpoint.{md,json}`.
 """
 
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         grads = {}
         for ckpt in (None, c):
             def f(p, xs, ckpt=ckpt, time_major=time_major):
-                return jrnn.rnn_apply(p, xs, time_major=time_major, checkpoint=ckpt)[0].sum()
+                return jrnn.rnn_apply(p, xs, time_major=time_major, remat=ckpt)[0].sum()
 
             grad = jax.grad(f, argnums=(0, 1))
             t = common.time_jax(grad, params, xs, calls=args.calls)  # first: compile time uncached
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
             rows.append({"layout": "time-major" if time_major else "batch-major", "checkpoint": ckpt,
                          "temp_mib": t["temp_bytes"] / 2**20, "compile_ms": t["compile_ms"],
                          "median_ms": t["median_ms"], "min_ms": t["min_ms"], "calls": t["calls"]})
-            print(f"{rows[-1]['layout']:11} checkpoint={ckpt}: temp {rows[-1]['temp_mib']:8.1f} MiB, "
+            print(f"{rows[-1]['layout']:11} remat={ckpt}: temp {rows[-1]['temp_mib']:8.1f} MiB, "
                   f"{t['median_ms']:8.1f} ms", flush=True)
         # Each gradient leaf's max abs difference, relative to that leaf's largest entry.
         err = max(float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30)) for a, b in
@@ -60,12 +60,12 @@ def main(argv=None) -> int:
                   time_ratio=ck["median_ms"] / base["median_ms"])
         ck["meets_target"] = ck["memory_cut"] >= MEMORY_TARGET and ck["time_ratio"] <= TIME_TARGET
         if err > 1e-4:
-            print(f"gradients with checkpoint={c} differ: max relative err {err:.2e}", file=sys.stderr)
+            print(f"gradients with remat={c} differ: max relative err {err:.2e}", file=sys.stderr)
             return 1
     command = ["python", "bench/checkpoint.py", *(sys.argv[1:] if argv is None else argv)]
     data = {"command": shlex.join(command), "machine": common.machine(), "grid": g, "rows": rows}
     m = data["machine"]
-    lines = ["# Checkpointing long sequences: `rnn_apply(..., checkpoint=c)`", "", f"`{data['command']}`", "",
+    lines = ["# Recomputation for long sequences: `rnn_apply(..., remat=c)`", "", f"`{data['command']}`", "",
              f"{m['cpu']}, {m['cores']} cores, {m['device']} ({m['platform']}); JAX {m['jax']}; "
              f"{m['date']}.", "",
              f"GRU B={B}, H=I={H}, T={T}, float32, forward+backward (gradient of the sum of the outputs "

@@ -6,7 +6,7 @@ For each sequence length T it first checks that `rnn_apply(..., mode="parallel")
 final state of `mode="sequential"` (rtol 1e-4) for MinGRU, MinLSTM and LRU, then times the forward pass
 (the sum of the outputs) and forward+backward (`jax.grad` of that sum w.r.t. the params) of eight
 variants: MinGRU, MinLSTM and LRU (N = H complex states) in each mode, MinGRU in `mode="auto"`
-(recording what `jrnn.layers.parallel` picked and whether its program is that mode's), and a GRU of
+(recording what `jrnn.policy.use_parallel` picked and whether its program is that mode's), and a GRU of
 the same width in scan mode. B=16, H=128, I=H.
 
 `common.time_jax` times trace, lower and compile apart and records the temp memory (with one call);
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jrnn
-from jrnn.layers import parallel
+from jrnn.policy import PARALLEL_MIN_T, use_parallel
 
 PRESETS = {  # calls: interleaved rounds, fewer (3 at least) where they would take over `budget` s
     "full": {"Ts": (64, 256, 1024, 4096, 16384), "B": 16, "H": 128, "calls": 10, "budget": 60.0},
@@ -135,7 +135,7 @@ def run(preset: dict, calls: int, done=None) -> tuple[list, list]:
             checks.append({"cell": kind, "T": T, **c})
             print(f"T={T} {kind}: parallel vs sequential max abs err {c['max_abs_err']:.2e}"
                   + ("" if c["ok"] else " MISMATCH"), flush=True)
-        picked = "parallel" if parallel(params["MinGRU"], "auto", T) else "sequential"
+        picked = "parallel" if use_parallel(params["MinGRU"], "auto", T) else "sequential"
         same = same_program(params["MinGRU"], xs, "auto", picked)
         for direction in DIRECTIONS:
             print(f"  {direction}", flush=True)
@@ -266,7 +266,7 @@ def markdown(data: dict) -> str:
         f"B={g['B']}, H={g['H']}, I=H, float32. Median ms per call over {data['rounds']} interleaved "
         "rounds (each round calls every variant of the row once; min in the JSON). Forward: the sum of "
         "the outputs; forward+backward: its gradient w.r.t. the params. `GRU scan`: `rnn_apply(gru, xs)`.",
-        "`MinGRU auto`: `mode=\"auto\"`; (picks m) is `jrnn.layers.parallel(cell, \"auto\", T)`, "
+        "`MinGRU auto`: `mode=\"auto\"`; (picks m) is `jrnn.policy.use_parallel(cell, \"auto\", T)`, "
         f"`PARALLEL_MIN_T` = {data['parallel_min_t']}; (= it): its jaxpr is the picked mode's, so that "
         "timing is its own. Best: MinGRU's better mode.",
         "Parallel outputs and final state were checked against sequential first (rtol "
@@ -362,7 +362,7 @@ def main(argv=None) -> int:
         """Writes the md, JSON and plot of what is measured so far; returns the data."""
         data = {
             "command": command, "preset": preset_name, "machine": common.machine(), "calls": calls,
-            "rtol": RTOL, "atol": ATOL, "parallel_min_t": dict(jrnn.layers.PARALLEL_MIN_T),
+            "rtol": RTOL, "atol": ATOL, "parallel_min_t": dict(PARALLEL_MIN_T),
             "grid": {"Ts": list(preset["Ts"]), "B": preset["B"], "H": preset["H"], "I": preset["H"],
                      "variants": {n: {"cell": k, "mode": m or "scan"} for n, (k, m) in VARIANTS.items()},
                      "directions": list(DIRECTIONS)},

@@ -300,6 +300,27 @@ def jax_losses(forward):
     return {"fwd": loss, "fwd+bwd": jax.grad(loss)}
 
 
+@functools.cache
+def autodiff_kind(kind: type) -> type:
+    """`kind` (SimpleRNN, LSTM, GRU) declaring no `fused`: `rnn_apply` then differentiates its loop by
+    JAX's autodiff."""
+    @jax.tree_util.register_dataclass
+    @dataclasses.dataclass(frozen=True)
+    class Autodiff(kind):
+        fused = False
+
+        def recur(self, gx, state, rec_mask=None):
+            return self.activate(*self.activate_inputs(gx, state, rec_mask), state)
+
+    Autodiff.__name__ = f"{kind.__name__}Autodiff"
+    return Autodiff
+
+
+def autodiff_cell(params):
+    fields = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+    return autodiff_kind(type(params))(**fields)
+
+
 def time_jax_peer(forward, params, xs, calls):
     return {d: common.time_jax(f, params, xs, calls=calls) for d, f in jax_losses(forward).items()}
 
@@ -365,10 +386,11 @@ def run_workload(wname: str, w: Workload, calls: int, unrolls: tuple, log) -> li
         best[direction] = dict(sweep[k][direction], unroll=k,
                                sweep_ms={u: sweep[u][direction]["median_ms"] for u in unrolls})
     add("jrnn best", best, note="unroll " + "/".join(str(best[d]["unroll"]) for d in ("fwd", "fwd+bwd")))
-    # `checkpoint=T` rematerialises nothing but takes the autodiff path: the hand-written VJP's baseline.
-    autodiff = lambda p, xs: jrnn.rnn_apply(p, xs, checkpoint=xs.shape[1])[0]  # noqa: E731
-    autodiff = time_jax_peer(autodiff, params, xs, calls)
-    add("jrnn autodiff", autodiff, note="checkpoint=T: autodiff, not jrnn/fused.py")
+    # The same cell without its `fused` declaration: the loop differentiated by JAX's autodiff, the
+    # baseline of jrnn's own derivative (jrnn/derivative.py).
+    autodiff = lambda p, xs: jrnn.rnn_apply(p, xs)[0]  # noqa: E731
+    autodiff = time_jax_peer(autodiff, autodiff_cell(params), xs, calls)
+    add("jrnn autodiff", autodiff, note="not fused: autodiff, not jrnn/derivative.py")
 
     for name, package, build in PEERS:
         if name in LSTM_ONLY and w.kind != "LSTM":
@@ -445,7 +467,7 @@ def markdown(data: dict) -> str:
         "Forward = sum of all outputs; fwd+bwd = gradient of that sum w.r.t. the params. FLOPs: forward "
         "2·B·T·(I+H)·G·H, fwd+bwd 3×. `×best`: median over the fastest median of its group. jrnn best: "
         f"the best of unroll {unrolls} (note: the unroll chosen for fwd / fwd+bwd). jrnn autodiff: the "
-        "default through `jax.grad` of the loop instead of jrnn's hand-written VJP (`checkpoint=T`). "
+        "default through `jax.grad` of the loop instead of jrnn's own derivative (the cell not `fused`). "
         "`check`: max abs difference from jrnn's outputs for the same weights.",
         "",
     ]

@@ -7,7 +7,7 @@ For each cell (SimpleRNN, LSTM, GRU), size and sequence length T it first checks
 gives unroll=1's outputs and final state (rtol 1e-4, eager), then times the forward pass (sum of the
 outputs) and forward+backward (`jax.grad` of that sum w.r.t. the params) with `common.time_jax`:
 trace, lower, compile and run apart. It also times the default (`rnn_apply` with no `unroll`) and
-records which value the default picked when jrnn exposes a function that says so (`default_unroll`);
+records which value the default picked (`jrnn.policy.default_unroll`);
 where the default's jaxpr is that of an unroll in the row, that unroll's check and timing are its own.
 
 A point is skipped (and recorded with the reason) when `unroll` > T, or when its compile time,
@@ -20,7 +20,6 @@ exceed `--cap-seconds`. `--quick` is the subset `make bench` runs (a few minutes
 from __future__ import annotations
 
 import argparse
-import inspect
 import shlex
 import sys
 import time
@@ -32,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jrnn
+from jrnn.policy import default_unroll
 
 CELLS = {"SimpleRNN": jrnn.SimpleRNN, "LSTM": jrnn.LSTM, "GRU": jrnn.GRU}
 SIZES = {"tiny": (2, 4), "small": (4, 64), "large": (64, 512)}  # name: (B, H); I = H
@@ -60,7 +60,6 @@ PRESETS = {
     },
 }
 RTOL, ATOL = 1e-4, 1e-5
-DEFAULT_FN_NAMES = ("default_unroll", "auto_unroll", "pick_unroll", "choose_unroll")
 
 
 def label(u) -> str:
@@ -78,37 +77,12 @@ def unrolled_steps(u, T: int) -> int:
 # --- the default's choice -------------------------------------------------------------------------------
 
 
-def find_default_fn():
-    """The function jrnn uses to pick the default unroll, if it exposes one: `(dotted name, fn)`."""
-    for mod in (jrnn.rnn, jrnn.loop, jrnn):
-        for name in DEFAULT_FN_NAMES:
-            fn = getattr(mod, name, None)
-            if callable(fn):
-                return f"{mod.__name__}.{name}", fn
-    return None, None
+DEFAULT_FN = "jrnn.policy.default_unroll"
 
 
-def default_pick(fn, params, T: int, B: int, H: int, I: int):
-    """What `fn` picks for these sizes, or None (with the error) when it cannot be called."""
-    if fn is None:
-        return None, None
-    try:
-        return fn(params, T, B), None  # the expected signature: (cell, T, B)
-    except TypeError as e:
-        first_error = e
-    values = {"cell": params, "params": params, "p": params, "t": T, "length": T, "steps": T,
-              "num_steps": T, "seq_len": T, "b": B, "batch": B, "batch_size": B, "h": H,
-              "hidden": H, "hidden_size": H, "width": H, "i": I, "input_size": I}
-    try:
-        kwargs = {}
-        for p in inspect.signature(fn).parameters.values():
-            if p.name.lower() in values:
-                kwargs[p.name] = values[p.name.lower()]
-            elif p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                raise TypeError(f"cannot fill argument {p.name!r}")
-        return fn(**kwargs), None
-    except (TypeError, ValueError) as e:
-        return None, f"{first_error}; {e}"
+def default_pick(params, T: int, B: int):
+    """The unroll `rnn_apply` picks when none is given (`jrnn.policy.default_unroll`)."""
+    return default_unroll(params.hidden_size, T, B)
 
 
 # --- correctness ----------------------------------------------------------------------------------------
@@ -193,7 +167,6 @@ class Bench:
 
     def __init__(self, preset: dict, cap: float, calls: int, budget: float | None = None):
         self.preset, self.cap, self.calls, self.budget = preset, cap, calls, budget
-        self.default_fn = find_default_fn()[1]
         self.history = {}
         self.records = []
         self.not_run = []  # (cell, size, T) groups left out once the time budget was spent
@@ -218,9 +191,8 @@ class Bench:
         B, T, I = xs.shape
         H = params.hidden_size
         unrolls = [u for u in self.preset["unrolls"] if u is True or u <= T]
-        pick, pick_error = default_pick(self.default_fn, params, T, B, H, I)
-        pick = None if pick is None else True if pick is True else int(pick)
-        picked = None if pick is None else label(pick)
+        pick, pick_error = default_pick(params, T, B), None
+        picked = label(pick)
         t0 = time.perf_counter()
         # The default's program, if it is one of the grid's: the likeliest first (its pick, then ints
         # ascending, True last: the slowest to trace). Then its outputs need no check of their own.
@@ -475,14 +447,13 @@ def main(argv=None) -> int:
     cap = preset["cap"] if args.cap_seconds is None else args.cap_seconds
     calls = preset["calls"] if args.calls is None else args.calls
     command = shlex.join(["python", "bench/scan_vs_unroll.py", *(sys.argv[1:] if argv is None else argv)])
-    default_name, _ = find_default_fn()
 
     t0 = time.perf_counter()
     bench = Bench(preset, cap, calls, args.budget_seconds)
     records = bench.run()
     data = {
         "command": command, "preset": preset_name, "machine": common.machine(), "cap_seconds": cap,
-        "calls": calls, "rtol": RTOL, "atol": ATOL, "default_fn": default_name,
+        "calls": calls, "rtol": RTOL, "atol": ATOL, "default_fn": DEFAULT_FN,
         "grid": {
             "cells": list(preset["cells"]), "unrolls": [label(u) for u in preset["unrolls"]],
             "groups": [{"size": s, "B": SIZES[s][0], "H": SIZES[s][1], "I": SIZES[s][1], "T": list(Ts),

@@ -52,6 +52,9 @@ from jax.sharding import PartitionSpec as P
 
 import jrnn
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from custom_cell import LayerNormLSTM  # noqa: E402  (a user's cell, for `--cell layernorm-lstm`)
+
 DEMO_EXTRA = "examples/digits.py needs the demo extra: pip install -e '.[demo]'"
 try:
     import matplotlib  # noqa: F401  (used in `plot_curves`, checked here so a missing one fails first)
@@ -67,7 +70,8 @@ except ImportError as e:
 SPLIT_SEED = 0  # the train/test split never changes with `--seed`
 PIXELS_LR = 2e-2  # the default peak learning rate with `--pixels` (3e-3 reaches only ~88% there in 30 epochs)
 NUM_CLASSES = 10
-CELLS = {"gru": jrnn.GRU, "lstm": jrnn.LSTM, "mingru": jrnn.MinGRU, "minlstm": jrnn.MinLSTM}
+CELLS = {"gru": jrnn.GRU, "lstm": jrnn.LSTM, "mingru": jrnn.MinGRU, "minlstm": jrnn.MinLSTM,
+         "layernorm-lstm": LayerNormLSTM}  # the last one a user's cell, from examples/custom_cell.py
 READOUTS = ("state", "mean")
 
 

@@ -1,22 +1,24 @@
 """jrnn: functional recurrent neural networks for JAX.
 
 Params are pytrees made by `Kind.init`; `cell_apply` is one pure step and `rnn_apply` runs a cell
-over a sequence by `lax.scan` or an unrolled loop.
+over a sequence by `lax.scan` or an unrolled loop. `Cell` is the interface of every cell, a user's own
+included. This module is the whole public API.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
+from jrnn.cell import Cell
 from jrnn.cells.gru import GRU
 from jrnn.cells.lru import LRU
 from jrnn.cells.lstm import LSTM, LSTMState
 from jrnn.cells.min_gru import MinGRU
 from jrnn.cells.min_lstm import MinLSTM
 from jrnn.cells.simple_rnn import SimpleRNN
-from jrnn.checkpoint import load, save
+from jrnn.checkpoint import load, register, save
 from jrnn.interop.keras import from_keras, to_keras
 from jrnn.interop.torch import from_torch, to_torch
 from jrnn.layers import Bidirectional, Stack
-from jrnn.rnn import cell_apply, initial_state, rnn_apply
+from jrnn.rnn import STATIC_ARGNAMES, cell_apply, initial_state, rnn_apply
 from jrnn.sequences import last_valid, masked_mean, sequence_mask
 
 try:
@@ -25,7 +27,9 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 __all__ = [
+    "STATIC_ARGNAMES",
     "Bidirectional",
+    "Cell",
     "Stack",
     "GRU",
     "LSTM",
@@ -41,6 +45,7 @@ __all__ = [
     "last_valid",
     "load",
     "masked_mean",
+    "register",
     "rnn_apply",
     "save",
     "sequence_mask",

@@ -35,7 +35,8 @@ from jrnn.cells.min_lstm import MinLSTM
 from jrnn.cells.simple_rnn import SimpleRNN
 from jrnn.layers import Bidirectional, Stack
 
-# The classes a checkpoint may hold, looked up by `__name__` on load. Add new params dataclasses (static
+# The built-in classes a checkpoint may hold, looked up by `__name__` on load; `register` adds a user's.
+# Params dataclasses (static
 # fields str/int/float/bool/None/tuple) and array-only NamedTuples here.
 CLASSES = (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, LRU, Bidirectional, Stack, LSTMState)
 
@@ -55,6 +56,23 @@ _READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, Run
 
 _BY_NAME = {cls.__name__: cls for cls in CLASSES}
 assert len(_BY_NAME) == len(CLASSES), "two classes in `CLASSES` share a name"
+
+
+def register(cls: type) -> type:
+    """Lets `save` and `load` hold instances of `cls`, looked up by its `__name__`; returns `cls`.
+
+    `cls` is a params dataclass (a `jrnn.Cell` of your own: array fields, and static fields marked
+    `metadata=dict(static=True)` holding str/int/float/bool/None/tuples) or an array-only NamedTuple
+    (a state). A file names classes only; `load` builds nothing that was not registered in this process.
+    """
+    if not isinstance(cls, type) or not (dataclasses.is_dataclass(cls) or
+                                         (issubclass(cls, tuple) and hasattr(cls, "_fields"))):
+        raise TypeError(f"`cls` must be a dataclass or a NamedTuple class; got {cls!r}")
+    if _BY_NAME.get(cls.__name__, cls) is not cls:
+        raise ValueError(f"`cls`: another class named {cls.__name__!r} is registered already "
+                         f"({_BY_NAME[cls.__name__].__module__}.{cls.__name__})")
+    _BY_NAME[cls.__name__] = cls
+    return cls
 
 PathLike = Union[str, os.PathLike]
 

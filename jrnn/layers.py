@@ -1,23 +1,51 @@
-"""Composites: `Bidirectional` (a forward and a backward cell) and `Stack` (a tuple of layers).
+"""Composites: `Bidirectional` (a forward and a backward cell) and `Stack` (a tuple of layers), and `run`,
+which runs any params over a sequence by handing each cell to `jrnn.loop.run_cell`.
 
-Both are frozen dataclass pytrees like the cells; `rnn_apply` runs them (see `jrnn/rnn.py`).
+Both composites are frozen dataclass pytrees like the cells, checked once where they are built
+(`validate`); JAX's own rebuilding of the pytree (`jax.tree.map`, `vmap`, `jit`) skips the check.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 
-from jrnn.cells.base import CellBase, check_choice, check_positive_int
-from jrnn.loop import Masks, run_cell, run_parallel, valid_steps
+from jrnn.cell import Cell
+from jrnn.cells.base import check_choice, check_positive_int
+from jrnn.loop import Masks, run_cell, valid_steps
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 
-@jax.tree_util.register_dataclass
+def _register(cls, data: tuple[str, ...], static: tuple[str, ...]):
+    """Registers `cls` as a pytree whose unflattening does not run `__init__` (nor `validate`)."""
+    def flatten_with_keys(obj):
+        keyed = [(jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in data]
+        return keyed, tuple(getattr(obj, n) for n in static)
+
+    def flatten(obj):
+        return [getattr(obj, n) for n in data], tuple(getattr(obj, n) for n in static)
+
+    def unflatten(aux, children):
+        obj = object.__new__(cls)
+        for n, v in (*zip(data, children, strict=True), *zip(static, aux, strict=True)):
+            object.__setattr__(obj, n, v)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+    return cls
+
+
+def _layer_error(name: str, layer, in_stack: bool) -> Optional[str]:
+    allowed = "a Cell or a Bidirectional" if in_stack else "a Cell"
+    if isinstance(layer, Cell) or (in_stack and isinstance(layer, Bidirectional)):
+        return None
+    return f"`{name}` must be {allowed} (jrnn params); got {type(layer).__name__}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Bidirectional:
     """A forward and a backward cell over the same sequence (Keras `Bidirectional`).
@@ -28,9 +56,25 @@ class Bidirectional:
     `(forward_state, backward_state)`.
     """
 
-    forward: Any
-    backward: Any
+    forward: Cell
+    backward: Cell
     merge: Optional[str] = dataclasses.field(default="concat", metadata=dict(static=True))
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self, name: str = "Bidirectional") -> None:
+        """Raises `TypeError`/`ValueError` naming the field when the parts do not fit together."""
+        for part in ("forward", "backward"):
+            error = _layer_error(f"{name}.{part}", getattr(self, part), in_stack=False)
+            if error:
+                raise TypeError(error)
+        check_choice(f"{name}.merge" if name != "Bidirectional" else "merge", self.merge, MERGE_MODES)
+        f, b = self.forward, self.backward
+        if f.input_size != b.input_size or (self.merge != "concat" and f.output_size != b.output_size):
+            raise ValueError(f"`{name}.forward` and `.backward` must take the same input size and give the "
+                             f"same output size; got {f.input_size}->{f.output_size} and "
+                             f"{b.input_size}->{b.output_size}")
 
     @classmethod
     def init(cls, key: jax.Array, kind: type, input_size: int, hidden_size: int, *,
@@ -40,6 +84,10 @@ class Bidirectional:
         kf, kb = jax.random.split(key)
         return cls(kind.init(kf, input_size, hidden_size, **options),
                    kind.init(kb, input_size, hidden_size, **options), merge)
+
+    @property
+    def cells(self) -> tuple[Cell, ...]:
+        return (self.forward, self.backward)
 
     @property
     def input_size(self) -> int:
@@ -55,7 +103,6 @@ class Bidirectional:
         return self.forward.output_size
 
 
-@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Stack:
     """Layers run one after the other (PyTorch's `num_layers`, Keras' stacked RNN layers).
@@ -67,6 +114,25 @@ class Stack:
 
     layers: tuple
     residual: bool = dataclasses.field(default=False, metadata=dict(static=True))
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self, name: str = "Stack") -> None:
+        """Raises `TypeError`/`ValueError` naming the layer when the layers do not fit together."""
+        if not isinstance(self.layers, tuple) or not self.layers:
+            raise ValueError(f"`{name}.layers` must be a non-empty tuple; got {self.layers!r}")
+        for i, layer in enumerate(self.layers):
+            error = _layer_error(f"{name}.layers[{i}]", layer, in_stack=True)
+            if error:
+                raise TypeError(error)
+            if isinstance(layer, Bidirectional) and layer.merge is None:
+                raise ValueError(f"Unknown `{name}.layers[{i}].merge` None; "
+                                 f"expected one of {MERGE_MODES[:-1]}")
+            if i and layer.input_size != self.layers[i - 1].output_size:
+                raise ValueError(
+                    f"`{name}.layers[{i}]` takes {layer.input_size} input features but "
+                    f"`{name}.layers[{i - 1}]` gives {self.layers[i - 1].output_size}")
 
     @classmethod
     def init(cls, key: jax.Array, kind: type, input_size: int, hidden_size: int, num_layers: int, *,
@@ -91,6 +157,10 @@ class Stack:
         return cls(tuple(layers), residual)
 
     @property
+    def cells(self) -> tuple[Cell, ...]:
+        return tuple(c for layer in self.layers for c in cells_of(layer))
+
+    @property
     def input_size(self) -> int:
         return self.layers[0].input_size
 
@@ -102,8 +172,16 @@ class Stack:
         return self.layers[-1].output_size
 
 
-Layer = Union[CellBase, Bidirectional]
-Params = Union[CellBase, Bidirectional, Stack]
+_register(Bidirectional, ("forward", "backward"), ("merge",))
+_register(Stack, ("layers",), ("residual",))
+
+Layer = Union[Cell, Bidirectional]
+Params = Union[Cell, Bidirectional, Stack]
+
+
+def cells_of(params: Params) -> tuple[Cell, ...]:
+    """The cells of any params, in order."""
+    return (params,) if isinstance(params, Cell) else params.cells
 
 
 class Dropout(NamedTuple):
@@ -121,9 +199,9 @@ class Dropout(NamedTuple):
     layer: float = 0.0
 
 
-def _mask(key, rate: float, shape, dtype) -> Optional[jax.Array]:
-    """Inverted-dropout mask: 0 with probability `rate`, else `1 / (1 - rate)`."""
-    if key is None or rate == 0.0:
+def _mask(key, rate, shape, dtype) -> Optional[jax.Array]:
+    """Inverted-dropout mask: 0 with probability `rate`, else `1 / (1 - rate)` (`rate` may be traced)."""
+    if key is None or (not isinstance(rate, jax.core.Tracer) and rate == 0.0):
         return None
     keep = jax.random.bernoulli(key, 1.0 - rate, shape)
     return keep.astype(dtype) / jnp.asarray(1.0 - rate, dtype)
@@ -131,13 +209,13 @@ def _mask(key, rate: float, shape, dtype) -> Optional[jax.Array]:
 
 def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Optional[jax.Array],
         resets: Optional[jax.Array], key: Optional[jax.Array], dropout: Dropout,
-        checkpoint: Optional[int] = None, mode: str = "auto", reset_state=None):
+        remat: Optional[int] = None, mode: str = "auto", reset_state=None):
     """Runs any params on flat time-major `xs [T, B, I]` and flat state; returns `(ys, h_T)`.
 
     `reset_state` (same structure as `h0`, or None for `h0` itself) is what `resets` restores.
     """
     sub = lambda i: None if reset_state is None else reset_state[i]  # noqa: E731
-    kw = dict(k=k, lengths=lengths, resets=resets, dropout=dropout, checkpoint=checkpoint, mode=mode)
+    kw = dict(k=k, lengths=lengths, resets=resets, dropout=dropout, remat=remat, mode=mode)
     if isinstance(params, Bidirectional):
         kf, kb = (None, None) if key is None else jax.random.split(key)
         yf, hf = run(params.forward, xs, h0[0], reverse=reverse, key=kf, reset_state=sub(0), **kw)
@@ -164,36 +242,13 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Op
     if resets is not None and reverse:  # reset before step t when step t + 1 starts an episode
         resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
     h_reset = h0 if reset_state is None else reset_state
-    masks = Masks(lengths=lengths, resets=resets, h_reset=None if resets is None else h_reset,
+    rec_width = jax.tree.leaves(params.hidden(params.zero_state((1,))))[0].shape[-1]
+    masks = Masks(valid=None if lengths is None else valid_steps(lengths, T), resets=resets,
+                  h_reset=None if resets is None else h_reset,
                   in_mask=_mask(k_in, dropout.input, (B, params.input_size), params.dtype),
-                  rec_mask=_mask(k_rec, dropout.recurrent, (B, params.hidden_size), params.dtype))
-    if parallel(params, mode, T):
-        ys, h = run_parallel(params, xs, h0, reverse=reverse, masks=masks)
-    else:
-        ys, h = run_cell(params, xs, h0, k=k, reverse=reverse, masks=masks, checkpoint=checkpoint)
-    if params.has_readout and T:  # a readout from the states and inputs of all steps at once
-        x_in = xs if masks.in_mask is None else xs * masks.in_mask.astype(xs.dtype)[None]
-        ys = params.readout(ys, x_in)
-        if lengths is not None:
-            ys = jnp.where(valid_steps(lengths, T)[..., None], ys, jnp.zeros_like(ys))
-    return ys, h
-
-
-PARALLEL_MIN_T = {"cpu": None, "gpu": 64, "tpu": 64}  # `mode="auto"`: parallel from this T (None: never)
-
-
-def parallel(cell, mode: str, T: int) -> bool:
-    """Whether `cell` runs by associative scan: `mode="auto"` picks by backend and length.
-
-    On this project's 2-core CPU the sequential scan won at every length measured (bench/parallel.py);
-    on accelerators the parallel form is expected to win from a few dozen steps.
-    """
-    if not getattr(cell, "linear", False) or mode == "sequential":
-        return False
-    if mode == "parallel":
-        return True
-    threshold = PARALLEL_MIN_T.get(jax.default_backend())
-    return threshold is not None and T >= threshold
+                  rec_mask=_mask(k_rec, dropout.recurrent, (B, rec_width), params.dtype)
+                  if params.recurrent_dropout else None)
+    return run_cell(params, xs, h0, k=k, reverse=reverse, masks=masks, remat=remat, mode=mode)
 
 
 def merge(mode: Optional[str], yf: jax.Array, yb: jax.Array):

@@ -1,7 +1,7 @@
 """`initial_state`, `cell_apply` and `rnn_apply`: the public entry points.
 
 They check everything at trace time, move time to the front and flatten the batch axes once, and
-hand flat time-major arrays to `jrnn.layers.run` (composites) and `jrnn.loop.run_cell` (one cell).
+hand flat time-major arrays to `jrnn.layers.run`.
 """
 
 from __future__ import annotations
@@ -13,42 +13,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn.cells.base import CellBase
-from jrnn.cells.lstm import LSTMState
-from jrnn.layers import MERGE_MODES, Bidirectional, Dropout, Params, Stack, run
+from jrnn import policy
+from jrnn.cell import Cell
+from jrnn.layers import Bidirectional, Dropout, Params, Stack, cells_of, run
 
 MODES = ("auto", "sequential", "parallel")
-State = Any  # an array `[..., H]`, an `LSTMState`, or tuples of them for composites
+State = Any  # a cell's state pytree (an array `[..., H]`, an `LSTMState`, ...), or tuples for composites
+
+# The arguments of `rnn_apply` that must be static under `jax.jit`:
+# `jax.jit(jrnn.rnn_apply, static_argnames=jrnn.STATIC_ARGNAMES)` jits it with every option usable.
+STATIC_ARGNAMES = ("unroll", "reverse", "time_major", "remat", "mode")
 
 
-def _check_params(params, name: str = "params", in_stack: bool = False) -> None:
-    """Checks the kinds and that the sizes of composites fit together."""
-    if isinstance(params, CellBase):
-        return
-    if isinstance(params, Bidirectional):
-        _check_params(params.forward, f"{name}.forward")
-        _check_params(params.backward, f"{name}.backward")
-        if params.merge not in MERGE_MODES or (in_stack and params.merge is None):
-            allowed = MERGE_MODES[:-1] if in_stack else MERGE_MODES
-            raise ValueError(f"Unknown `{name}.merge` {params.merge!r}; expected one of {allowed}")
-        f, b = params.forward, params.backward
-        if f.input_size != b.input_size or (params.merge != "concat" and f.output_size != b.output_size):
-            raise ValueError(f"`{name}.forward` and `.backward` must take the same input size and give the "
-                             f"same output size; got {f.input_size}->{f.output_size} and "
-                             f"{b.input_size}->{b.output_size}")
-        return
-    if isinstance(params, Stack) and not in_stack:
-        if not isinstance(params.layers, tuple) or not params.layers:
-            raise ValueError(f"`{name}.layers` must be a non-empty tuple; got {params.layers!r}")
-        for i, layer in enumerate(params.layers):
-            _check_params(layer, f"{name}.layers[{i}]", in_stack=True)
-            if i and layer.input_size != params.layers[i - 1].output_size:
-                raise ValueError(
-                    f"`{name}.layers[{i}]` takes {layer.input_size} input features but "
-                    f"`{name}.layers[{i - 1}]` gives {params.layers[i - 1].output_size}")
-        return
-    raise TypeError(f"`{name}` must be jrnn params (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, LRU, Bidirectional"
-                    f"{'' if in_stack else ', Stack'}); got {type(params).__name__}")
+def _check_static(name: str, value) -> None:
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(f"`{name}` must be static under jax.jit; got a tracer. Mark it static: "
+                        f"jax.jit(jrnn.rnn_apply, static_argnames=jrnn.STATIC_ARGNAMES)")
+
+
+def _check_params(params, allow=(Cell, Bidirectional, Stack)) -> None:
+    """Checks the kind; composites checked their parts where they were built."""
+    if not isinstance(params, allow):
+        names = "a jrnn.Cell (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, LRU, or your own)"
+        names += ", Bidirectional or Stack" if Bidirectional in allow else " or a Stack of cells"
+        raise TypeError(f"`params` must be {names}; got {type(params).__name__}")
 
 
 def _check_input(name: str, x, params, min_ndim: int, layout: str) -> jax.Array:
@@ -66,8 +54,9 @@ def _check_input(name: str, x, params, min_ndim: int, layout: str) -> jax.Array:
 def _check_state(name: str, h, params, batch_shape: tuple[int, ...]) -> State:
     """Checks a state's structure and shapes; broadcasts it over the batch; casts its dtype.
 
-    A composite's state may hold None for a part that starts from zeros. A cell's state may omit
-    leading batch axes (a learned `[H]` initial state is broadcast over the batch).
+    A composite's state may hold None for a part that starts from zeros. A cell's state must have the
+    structure of its `zero_state`; each leaf may omit leading batch axes (a learned `[H]` initial state
+    is broadcast over the batch).
     """
     if h is None:
         return params.zero_state(batch_shape)
@@ -75,36 +64,41 @@ def _check_state(name: str, h, params, batch_shape: tuple[int, ...]) -> State:
         n = len(params.layers) if isinstance(params, Stack) else 2
         what = (f"a tuple of {n} per-layer states" if isinstance(params, Stack)
                 else "a pair (forward, backward)")
-        if not isinstance(h, (tuple, list)) or isinstance(h, LSTMState) or len(h) != n:
+        if type(h) not in (tuple, list) or len(h) != n:
             raise TypeError(f"`{name}` of a {type(params).__name__} must be {what}; got {_describe(h)}")
         parts = params.layers if isinstance(params, Stack) else (params.forward, params.backward)
         return tuple(_check_state(f"{name}[{i}]", hi, p, batch_shape)
                      for i, (hi, p) in enumerate(zip(h, parts, strict=True)))
-    full = (*batch_shape, params.hidden_size)
-    expected = f"shape {full} or a suffix of it (broadcast over the batch)"
-    if isinstance(params.zero_state(()), LSTMState):
-        if not (isinstance(h, tuple) and len(h) == 2):
-            raise TypeError(f"`{name}` of an LSTM must be an LSTMState(h, c), each of {expected}; "
-                            f"got {_describe(h)}")
-        leaves = list(h)
-    else:
-        if isinstance(h, tuple) or not hasattr(h, "shape") and not isinstance(h, list):
-            raise TypeError(f"`{name}` of a {type(params).__name__} must be one array of {expected}; "
-                            f"got {_describe(h)}")
+    zero = params.zero_state(batch_shape)
+    zeros, treedef = jax.tree.flatten(zero)
+    if treedef.num_leaves == 1 and treedef.num_nodes == 1:  # one array: anything array-like
+        if isinstance(h, (tuple, dict)) or not (hasattr(h, "shape") or isinstance(h, (list, float, int))):
+            raise TypeError(f"`{name}` of {type(params).__name__} params must be one array of shape "
+                            f"{tuple(zeros[0].shape)} or a suffix of it; got {_describe(h)}")
         leaves = [h]
+    else:
+        leaves, h_def = jax.tree.flatten(h)
+        if h_def != treedef:
+            raise TypeError(f"`{name}` of {type(params).__name__} params must be structured like its zero "
+                            f"state, {_structure(zero)}; got {_describe(h)}")
     out = []
-    for leaf in leaves:
+    for leaf, z in zip(leaves, zeros, strict=True):
         leaf = jnp.asarray(leaf)
-        complex_state = jnp.issubdtype(params.state_dtype, jnp.complexfloating)
-        if not jnp.issubdtype(leaf.dtype, jnp.inexact if complex_state else jnp.floating):
-            raise TypeError(f"`{name}` must be {'floating or complex' if complex_state else 'floating'}; "
-                            f"got dtype {leaf.dtype}")
+        kind = jnp.inexact if jnp.issubdtype(z.dtype, jnp.complexfloating) else jnp.floating
+        if not jnp.issubdtype(leaf.dtype, kind):
+            what = "floating or complex" if kind is jnp.inexact else "floating"
+            raise TypeError(f"`{name}` must be {what}; got dtype {leaf.dtype}")
+        full = tuple(z.shape)
         if leaf.ndim > len(full) or tuple(leaf.shape) != full[len(full) - leaf.ndim:] or leaf.ndim == 0:
             shapes = [tuple(jnp.shape(v)) for v in leaves]
-            raise ValueError(f"`{name}` must have {expected}; "
+            raise ValueError(f"`{name}` must have shape {full} or a suffix of it (broadcast over the batch); "
                              f"got {shapes if len(shapes) > 1 else shapes[0]}")
-        out.append(jnp.broadcast_to(leaf.astype(params.state_dtype), full))
-    return LSTMState(*out) if len(out) == 2 else out[0]
+        out.append(jnp.broadcast_to(leaf.astype(z.dtype), full))
+    return jax.tree.unflatten(treedef, out)
+
+
+def _structure(zero) -> str:
+    return type(zero).__name__ + (f"({', '.join(zero._fields)})" if hasattr(zero, "_fields") else "")
 
 
 def _describe(h) -> str:
@@ -114,24 +108,12 @@ def _describe(h) -> str:
 
 
 def _check_unroll(unroll) -> Union[int, bool]:
+    _check_static("unroll", unroll)
     if isinstance(unroll, (bool, np.bool_)):
         return True if unroll else 1
     if isinstance(unroll, (int, np.integer)) and unroll >= 1:
         return int(unroll)
     raise ValueError(f"`unroll` must be a bool or a positive int; got {unroll!r}")
-
-
-def default_unroll(params: Params, T: int, B: int) -> int:
-    """The unroll factor `rnn_apply` uses when none is given: 4 when `B * H <= 16384`, else 2.
-
-    Fitted to `bench/scan_vs_unroll.py` and `bench/peers.py` on this project's 2-core CPU: taking 2-8
-    steps per scan iteration (one input projection per chunk) beat the plain scan by 1.1-1.6x over
-    T = 8..512 for both B=4/H=64 and B=64/H=512, forward and backward; the larger factors paid only
-    for small steps and cost compile time. With the hand-written VJP, the LSTM at B=32, H=256 trained
-    fastest at 4 (76 ms vs 98 ms at 2), B=128, H=512 at 2. A full unroll was never worth its compile time.
-    """
-    width = max(c.hidden_size for c in _cells(params))
-    return max(1, min(T, 4 if B * width <= 16384 else 2))
 
 
 def _check_lengths(lengths, batch_shape: tuple[int, ...], T: int) -> jax.Array:
@@ -155,36 +137,37 @@ def _check_resets(resets, shape: tuple[int, ...], layout: str) -> jax.Array:
     return jnp.asarray(resets)
 
 
-def _check_dropout(key, dropout: float, recurrent_dropout: float, layer_dropout: float) -> Dropout:
+def _check_dropout(key, dropout, recurrent_dropout, layer_dropout) -> Dropout:
+    """Rates are Python floats in [0, 1), or traced scalars (under `jax.jit`; then unchecked)."""
     rates = Dropout(dropout, recurrent_dropout, layer_dropout)
     for name, rate in zip(("dropout", "recurrent_dropout", "layer_dropout"), rates, strict=True):
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        if isinstance(rate, jax.core.Tracer):
+            if rate.shape != () or not jnp.issubdtype(rate.dtype, jnp.floating):
+                raise ValueError(f"`{name}` must be a float scalar; got a tracer of shape {rate.shape}, "
+                                 f"dtype {rate.dtype}")
+        elif isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.floating)) \
+                or not 0 <= rate < 1:
             raise ValueError(f"`{name}` must be a float in [0, 1); got {rate!r}")
     if key is not None and not (hasattr(key, "dtype") and (
             jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.dtype == jnp.uint32)):
         raise TypeError(f"`key` must be a PRNG key (jax.random.key) or None; got {_describe(key)}")
-    return Dropout(*(float(r) for r in rates))
-
-
-def _cells(params) -> list:
-    if isinstance(params, Stack):
-        return [c for layer in params.layers for c in _cells(layer)]
-    if isinstance(params, Bidirectional):
-        return [params.forward, params.backward]
-    return [params]
+    return Dropout(*(r if isinstance(r, jax.core.Tracer) else float(r) for r in rates))
 
 
 def _check_mode(params, mode, rates: Dropout) -> None:
+    _check_static("mode", mode)
     if mode not in MODES:
         raise ValueError(f"Unknown `mode` {mode!r}; expected one of {MODES}")
-    cells = _cells(params)
-    if mode == "parallel" and not all(getattr(c, "linear", False) for c in cells):
-        names = sorted({type(c).__name__ for c in cells if not getattr(c, "linear", False)})
-        raise ValueError(f"`mode=\"parallel\"` needs linear-recurrence cells (MinGRU, MinLSTM, LRU); "
+    cells = cells_of(params)
+    if mode == "parallel" and not all(c.linear for c in cells):
+        names = sorted({type(c).__name__ for c in cells if not c.linear})
+        raise ValueError(f"`mode=\"parallel\"` needs cells that declare `linear` (MinGRU, MinLSTM, LRU); "
                          f"got {', '.join(names)}: use mode=\"sequential\"")
-    if rates.recurrent and any(getattr(c, "linear", False) for c in cells):
-        raise ValueError("`recurrent_dropout` needs a recurrent matmul, which MinGRU, MinLSTM and LRU do not "
-                         "have; use `dropout`")
+    rate = rates.recurrent
+    if (isinstance(rate, jax.core.Tracer) or rate > 0) and not all(c.recurrent_dropout for c in cells):
+        names = sorted({type(c).__name__ for c in cells if not c.recurrent_dropout})
+        raise ValueError(f"`recurrent_dropout` needs cells that declare `recurrent_dropout` (a recurrent "
+                         f"matmul: SimpleRNN, LSTM, GRU); got {', '.join(names)}: use `dropout`")
 
 
 def initial_state(params: Params, batch_shape: tuple[int, ...] = ()) -> State:
@@ -198,23 +181,22 @@ def initial_state(params: Params, batch_shape: tuple[int, ...] = ()) -> State:
     return params.zero_state(tuple(int(d) for d in batch_shape))
 
 
-def cell_apply(params: Union[CellBase, Stack], x: jax.Array, h: State) -> tuple[jax.Array, State]:
+def cell_apply(params: Union[Cell, Stack], x: jax.Array, h: State) -> tuple[jax.Array, State]:
     """One time step, like Keras' `out, h1 = cell(x, [h0])`.
 
     Args:
-      params: cell params (`SimpleRNN`, `LSTM`, `GRU`), or a `Stack` of cells (each layer steps once,
-        as Keras' `StackedRNNCells`).
+      params: a cell (any `jrnn.Cell`), or a `Stack` of cells (each layer steps once, as Keras'
+        `StackedRNNCells`).
       x: input `[..., I]` (any number of leading batch axes, or none).
-      h: state `[..., H]` with the same batch axes (`LSTMState(h, c)` for an LSTM; a tuple of
-        per-layer states for a stack).
+      h: state `[..., H]` with the same batch axes (structured as the cell's `zero_state`:
+        `LSTMState(h, c)` for an LSTM; a tuple of per-layer states for a stack).
 
     Returns:
       `(out, h_new)`: `out [..., H]` is the (last layer's) new hidden state (for an LRU its real
       readout `[..., I]`), `h_new` the new state.
     """
-    _check_params(params)
-    if isinstance(params, Bidirectional) or (
-            isinstance(params, Stack) and any(isinstance(p, Bidirectional) for p in params.layers)):
+    _check_params(params, allow=(Cell, Stack))
+    if isinstance(params, Stack) and any(isinstance(p, Bidirectional) for p in params.layers):
         raise TypeError("`cell_apply` takes one time step, and a Bidirectional layer needs the whole "
                         "sequence: use `rnn_apply`")
     x = _check_input("x", x, params, 1, "[..., I]")
@@ -237,19 +219,37 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
               unroll: Union[int, bool, None] = None, reverse: bool = False, time_major: bool = False,
               lengths: Optional[jax.Array] = None, resets: Optional[jax.Array] = None,
               key: Optional[jax.Array] = None, dropout: float = 0.0, recurrent_dropout: float = 0.0,
-              layer_dropout: float = 0.0, checkpoint: Optional[int] = None,
+              layer_dropout: float = 0.0, remat: Optional[int] = None,
               mode: str = "auto", reset_state: Optional[State] = None) -> tuple[Any, State]:
     """Runs a cell, a `Bidirectional` pair or a `Stack` over a sequence.
 
+    For one cell it is, to float32 rounding, this loop over `cell_apply` (with `lengths`, steps past a
+    sequence's length keep the state and output zeros):
+
+    >>> import jax, jax.numpy as jnp, jrnn
+    >>> cell = jrnn.GRU.init(jax.random.key(0), 3, 4)
+    >>> xs, h = jnp.ones((2, 5, 3)), jnp.zeros((2, 4))
+    >>> ys, h_T = jrnn.rnn_apply(cell, xs, h)
+    >>> outs = []
+    >>> for t in range(xs.shape[1]):
+    ...     out, h = jrnn.cell_apply(cell, xs[:, t], h)
+    ...     outs.append(out)
+    >>> bool(jnp.allclose(ys, jnp.stack(outs, axis=1), atol=1e-6) and jnp.allclose(h_T, h, atol=1e-6))
+    True
+
+    Under `jax.jit`, the options in `jrnn.STATIC_ARGNAMES` must be static (the rest may be traced,
+    dropout rates included): `jax.jit(jrnn.rnn_apply, static_argnames=jrnn.STATIC_ARGNAMES)`.
+
     Args:
-      params: cell params, `Bidirectional` or `Stack`.
+      params: a cell (any `jrnn.Cell`), `Bidirectional` or `Stack`.
       xs: inputs `[..., T, I]`, or `[T, ..., I]` when `time_major`.
-      h0: initial state `[..., H]` (`LSTMState` for an LSTM; a pair for `Bidirectional`, a tuple of
-        per-layer states for a `Stack`, where None parts are zeros); None means zeros. Leading batch
-        axes may be omitted and are broadcast: a trainable `[H]` array is a learned initial state.
+      h0: initial state `[..., H]` (structured as `jrnn.initial_state(params)`: `LSTMState` for an LSTM;
+        a pair for `Bidirectional`, a tuple of per-layer states for a `Stack`, where None parts are
+        zeros); None means zeros. Leading batch axes may be omitted and are broadcast: a trainable
+        `[H]` array is a learned initial state.
       unroll: 1 (or False) is a `lax.scan`; an int k takes k steps per scan iteration, their input
         projection one matrix product; True unrolls all T steps in Python (one big graph); None
-        (the default) picks k from the sizes, see `default_unroll`.
+        (the default) picks k from the sizes (4 for `B * H <= 16384`, else 2; measured).
       reverse: run from the last step to the first; `ys` stays in the original time order.
       time_major: `xs` and `ys` are `[T, ..., *]` instead of `[..., T, *]`.
       lengths: int array of the batch shape, for right-padded sequences. Values are clipped to
@@ -265,31 +265,31 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
       dropout: input dropout rate, one mask per sequence and layer, reused at every step
         (variational, Keras' `dropout`), applied before the input projection.
       recurrent_dropout: dropout rate on the state entering the recurrent matmul, one mask per
-        sequence and layer (Keras' `recurrent_dropout`).
+        sequence and layer (Keras' `recurrent_dropout`; cells that declare `recurrent_dropout`).
       layer_dropout: dropout rate on each stacked layer's output but the last, a fresh mask per
         element (PyTorch's `dropout`).
-      checkpoint: None, or an int c: the backward pass keeps the state only every c steps and
-        recomputes the steps in between (`jax.checkpoint` per segment). `c ~ sqrt(T)` cuts the
-        memory of a long sequence by about `sqrt(T)` for about one more forward pass of time.
-        `c >= T` is one segment differentiated by autodiff (no hand-written VJP): the way to take
-        forward-mode derivatives (`jax.jvp`) through SimpleRNN/LSTM/GRU.
+      remat: None, or an int c: the backward pass keeps the state only every c steps and recomputes
+        the steps in between (`jax.checkpoint` per segment). `c ~ sqrt(T)` cuts the memory of a long
+        sequence by about `sqrt(T)` for about one more forward pass of time.
       mode: "sequential" (scan or unroll, every cell), "parallel" (`jax.lax.associative_scan` over
-        the affine steps: linear-recurrence cells only, MinGRU, MinLSTM and LRU; `unroll` and `checkpoint`
+        the affine steps: cells that declare `linear`, MinGRU, MinLSTM and LRU; `unroll` and `remat`
         do not apply), or "auto" (the default: parallel for those cells where the backend and `T`
-        favour it, see `jrnn.layers.PARALLEL_MIN_T`; sequential otherwise).
+        favour it, sequential otherwise).
 
     Returns:
       `(ys, h_T)`: outputs `[..., T, F]` (layout as `xs`; F the output width; a pair for a
       `Bidirectional` with `merge=None`) and the final state (same structure as `h0`).
     """
     _check_params(params)
+    for name, value in (("reverse", reverse), ("time_major", time_major), ("remat", remat)):
+        _check_static(name, value)
     layout = "[T, ..., I]" if time_major else "[..., T, I]"
     xs = _check_input("xs", xs, params, 2, layout)
     rates = _check_dropout(key, dropout, recurrent_dropout, layer_dropout)
     _check_mode(params, mode, rates)
-    if checkpoint is not None and (isinstance(checkpoint, (bool, np.bool_))
-                                   or not isinstance(checkpoint, (int, np.integer)) or checkpoint < 1):
-        raise ValueError(f"`checkpoint` must be None or a positive int; got {checkpoint!r}")
+    if remat is not None and (isinstance(remat, (bool, np.bool_))
+                              or not isinstance(remat, (int, np.integer)) or remat < 1):
+        raise ValueError(f"`remat` must be None or a positive int; got {remat!r}")
     if time_major:
         T, batch_shape = xs.shape[0], tuple(xs.shape[1:-1])
     else:
@@ -297,10 +297,14 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
         xs = jnp.moveaxis(xs, -2, 0)
     h0 = _check_state("h0", h0, params, batch_shape)
     B = math.prod(batch_shape)
-    unroll = default_unroll(params, T, B) if unroll is None else _check_unroll(unroll)
+    if unroll is None:
+        width = max(c.hidden_size for c in cells_of(params))
+        unroll = policy.default_unroll(width, T, B)
+    else:
+        unroll = _check_unroll(unroll)
+    flat = lambda tree: jax.tree.map(lambda a: a.reshape(B, a.shape[-1]), tree)  # noqa: E731
     if reset_state is not None:
-        reset_state = jax.tree.map(lambda a: a.reshape(B, a.shape[-1]),
-                                   _check_state("reset_state", reset_state, params, batch_shape))
+        reset_state = flat(_check_state("reset_state", reset_state, params, batch_shape))
     if lengths is not None:
         lengths = _check_lengths(lengths, batch_shape, T).reshape(B)
     if resets is not None:
@@ -308,10 +312,9 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
         resets = _check_resets(resets, shape, where)
         resets = (resets if time_major else jnp.moveaxis(resets, -1, 0)).reshape(T, B)
 
-    ys, h_T = run(params, xs.reshape(T, B, params.input_size),
-                  jax.tree.map(lambda a: a.reshape(B, a.shape[-1]), h0),
+    ys, h_T = run(params, xs.reshape(T, B, params.input_size), flat(h0),
                   k=T if unroll is True else unroll, reverse=reverse, lengths=lengths, resets=resets,
-                  key=key, dropout=rates, checkpoint=None if checkpoint is None else int(checkpoint),
+                  key=key, dropout=rates, remat=None if remat is None else int(remat),
                   mode=mode, reset_state=reset_state)
 
     def unflat(y):

@@ -597,11 +597,22 @@ def test_errors():
     key = jax.random.key(0)
     lstm = make("lstm", 3, 4)
     xs = jnp.ones((2, 5, 3), jnp.float32)
-    with pytest.raises(ValueError, match="takes .* input features"):
-        jrnn.rnn_apply(jrnn.Stack((lstm, make("gru", 5, 4))), xs)
+    # Composites are checked where they are built, naming the part.
+    with pytest.raises(ValueError,
+                       match=r"`Stack.layers\[1\]` takes 5 input features but `Stack.layers\[0\]` gives 4"):
+        jrnn.Stack((lstm, make("gru", 5, 4)))
     bidir_none = jrnn.Bidirectional.init(key, jrnn.GRU, 3, 4, merge=None)
-    with pytest.raises(ValueError, match=r"Unknown `params\.layers\[0\]\.merge` None"):
-        jrnn.rnn_apply(jrnn.Stack((bidir_none, make("gru", 8, 4))), xs)
+    with pytest.raises(ValueError, match=r"Unknown `Stack\.layers\[0\]\.merge` None"):
+        jrnn.Stack((bidir_none, make("gru", 8, 4)))
+    with pytest.raises(TypeError, match=r"`Stack.layers\[1\]` must be a Cell or a Bidirectional"):
+        jrnn.Stack((lstm, {"kernel": 1}))
+    with pytest.raises(TypeError, match=r"`Bidirectional.backward` must be a Cell"):
+        jrnn.Bidirectional(lstm, jrnn.Stack((lstm,)))
+    with pytest.raises(ValueError, match=r"Unknown `merge` 'max'"):
+        jrnn.Bidirectional(lstm, lstm, "max")
+    # JAX's own rebuilding of the pytree does not re-check (leaves may be anything there).
+    rebuilt = jax.tree.map(lambda a: None, jrnn.Stack((lstm, jrnn.LSTM.init(key, 4, 4))))
+    assert rebuilt.layers[0].kernel is None
     with pytest.raises(ValueError, match="Unknown `merge` None"):
         jrnn.Stack.init(key, jrnn.GRU, 3, 4, 2, bidirectional=True, merge=None)
     with pytest.raises(TypeError, match="Bidirectional"):

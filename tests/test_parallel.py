@@ -134,12 +134,12 @@ def test_long_sequences_stay_finite(kind):
 def test_mode_errors():
     gru = jrnn.GRU.init(jax.random.key(0), 3, 4)
     xs = jnp.ones((2, 5, 3))
-    with pytest.raises(ValueError, match=r'`mode="parallel"` needs linear-recurrence cells '
+    with pytest.raises(ValueError, match=r'`mode="parallel"` needs cells that declare `linear` '
                                          r"\(MinGRU, MinLSTM, LRU\); got GRU"):
         jrnn.rnn_apply(gru, xs, mode="parallel")
     with pytest.raises(ValueError, match=r"Unknown `mode` 'fast'; expected one of \('auto', 'sequential', "):
         jrnn.rnn_apply(gru, xs, mode="fast")
-    with pytest.raises(ValueError, match=r"`recurrent_dropout` needs a recurrent matmul"):
+    with pytest.raises(ValueError, match=r"`recurrent_dropout` needs cells that declare.*got MinGRU"):
         jrnn.rnn_apply(jrnn.MinGRU.init(jax.random.key(0), 3, 4), xs, key=jax.random.key(1),
                        recurrent_dropout=0.5)
 

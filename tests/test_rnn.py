@@ -136,7 +136,9 @@ def test_params_are_pytrees_with_static_settings():
     params = make("gru_reset_before")
     leaves, treedef = jax.tree.flatten(params)
     assert len(leaves) == 3
-    assert jax.tree.unflatten(treedef, leaves) == params or True  # arrays: identity, not ==
+    rebuilt = jax.tree.unflatten(treedef, leaves)
+    assert type(rebuilt) is jrnn.GRU and rebuilt.reset_after is False
+    assert all(a is b for a, b in zip(jax.tree.leaves(rebuilt), leaves, strict=True))  # the same arrays
     other = jrnn.GRU.init(jax.random.key(0), 5, 6)
     assert jax.tree.structure(other) != treedef  # reset_after lives in the treedef
     replaced = dataclasses.replace(params, kernel=jnp.zeros_like(params.kernel))
@@ -196,12 +198,14 @@ GRU_P = jrnn.GRU.init(KEY, 3, 4)
      r"`xs` must be a floating array; got dtype int32"),
     (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3), bool)), TypeError, r"`xs` must be a floating"),
     (lambda: jrnn.rnn_apply(LSTM_P, jnp.ones((2, 5, 3)), jnp.zeros((2, 4))), TypeError,
-     r"`h0` of an LSTM must be an LSTMState\(h, c\), each of shape \(2, 4\) or a suffix of it "
-     r"\(broadcast over the batch\); got ArrayImpl of shape \(2, 4\)"),
+     r"`h0` of LSTM params must be structured like its zero state, LSTMState\(h, c\); "
+     r"got ArrayImpl of shape \(2, 4\)"),
+    (lambda: jrnn.rnn_apply(LSTM_P, jnp.ones((2, 5, 3)), (jnp.zeros((2, 4)), jnp.zeros((2, 4)))), TypeError,
+     r"`h0` of LSTM params must be structured like its zero state, LSTMState\(h, c\); got tuple"),
     (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), jnp.zeros((3, 4))), ValueError,
      r"`h0` must have shape \(2, 4\) or a suffix of it \(broadcast over the batch\); got \(3, 4\)"),
     (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), (jnp.zeros((2, 4)),) * 2),
-     TypeError, r"`h0` of a GRU must be one array"),
+     TypeError, r"`h0` of GRU params must be one array"),
     (lambda: jrnn.rnn_apply(LSTM_P, jnp.ones((2, 5, 3)),
                             jrnn.LSTMState(jnp.zeros((2, 4)), jnp.zeros((2, 5)))), ValueError,
      r"`h0` must have shape \(2, 4\).*got \[\(2, 4\), \(2, 5\)\]"),
@@ -213,8 +217,8 @@ GRU_P = jrnn.GRU.init(KEY, 3, 4)
      r"`unroll` must be a bool or a positive int; got 0"),
     (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), unroll=2.0), ValueError, r"`unroll`.*got 2.0"),
     (lambda: jrnn.rnn_apply({"kernel": 1}, jnp.ones((2, 5, 3))), TypeError,
-     r"`params` must be jrnn params \(SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, LRU, Bidirectional, Stack\); "
-     r"got dict"),
+     r"`params` must be a jrnn.Cell \(SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, LRU, or your own\), "
+     r"Bidirectional or Stack; got dict"),
     (lambda: jrnn.cell_apply(GRU_P, jnp.ones((2, 4)), jnp.zeros((2, 4))), ValueError,
      r"`x` must have shape \[\.\.\., I\] with I = `input_size` \(=3\); got shape \(2, 4\)"),
     (lambda: jrnn.cell_apply(GRU_P, jnp.ones((2, 3)), jnp.zeros((1, 4))), ValueError,
@@ -232,8 +236,8 @@ def test_errors_raise_under_jit_before_compute():
 
 
 @pytest.mark.parametrize("kind", ["simple_tanh", "lstm", "gru_reset_before"])
-@pytest.mark.parametrize("checkpoint, unroll", [(3, 1), (4, 2), (5, True)])
-def test_checkpoint_gives_the_plain_scan_values_and_grads(kind, checkpoint, unroll):
+@pytest.mark.parametrize("remat, unroll", [(3, 1), (4, 2), (5, True)])
+def test_remat_with_resets_gives_the_plain_scan_values_and_grads(kind, remat, unroll):
     params = make(kind)
     xs = jax.random.normal(jax.random.key(7), (3, 11, params.input_size))
     h0 = rand_state(params, (3,))
@@ -245,41 +249,40 @@ def test_checkpoint_gives_the_plain_scan_values_and_grads(kind, checkpoint, unro
         return jnp.sum(ys * ys) + sum(jnp.sum(a) for a in jax.tree.leaves(h))
 
     want = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(params, xs, h0)
-    got = jax.jit(jax.value_and_grad(functools.partial(loss, checkpoint=checkpoint, unroll=unroll),
+    got = jax.jit(jax.value_and_grad(functools.partial(loss, remat=remat, unroll=unroll),
                                      argnums=(0, 1, 2)))(params, xs, h0)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), got, want)
 
 
-def test_checkpoint_cuts_saved_memory():
+def test_remat_cuts_saved_memory():
     params = make("gru", I=8, H=8)
     xs = jnp.ones((256, 2, 8))  # time-major: no transposed copy of the inputs in the temp memory
     temp = {}
     for c in (None, 16):
-        g = jax.jit(jax.grad(lambda p, c=c: jrnn.rnn_apply(p, xs, time_major=True, checkpoint=c)[0].sum()))
+        g = jax.jit(jax.grad(lambda p, c=c: jrnn.rnn_apply(p, xs, time_major=True, remat=c)[0].sum()))
         temp[c] = g.lower(params).compile().memory_analysis().temp_size_in_bytes
     assert temp[16] * 4 < temp[None]
 
 
-def test_checkpoint_errors():
-    with pytest.raises(ValueError, match=r"`checkpoint` must be None or a positive int; got 0"):
-        jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), checkpoint=0)
+def test_remat_errors():
+    with pytest.raises(ValueError, match=r"`remat` must be None or a positive int; got 0"):
+        jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), remat=0)
 
 
 def test_default_unroll_rule():
-    from jrnn.rnn import default_unroll
+    from jrnn.policy import default_unroll
 
-    small, large = make("lstm", I=3, H=64), make("lstm", I=3, H=512)
-    assert default_unroll(small, 128, 4) == 4 and default_unroll(large, 128, 64) == 2
-    assert default_unroll(make("lstm", I=3, H=256), 128, 32) == 4
-    assert default_unroll(small, 1, 4) == 1  # never more than T
+    assert default_unroll(64, 128, 4) == 4 and default_unroll(512, 128, 64) == 2
+    assert default_unroll(256, 128, 32) == 4 and default_unroll(256, 128, 128) == 2
+    assert default_unroll(64, 1, 4) == 1  # never more than T
 
 
 @pytest.mark.parametrize("kind", ["simple_tanh", "lstm", "gru"])
 @pytest.mark.parametrize("unroll", [1, 3])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_hand_written_vjp_equals_autodiff_of_the_step_loop(kind, unroll, reverse):
-    """These cells train through `jrnn.fused` (its own VJP): it must equal `jax.grad` of a traced
-    loop of `cell_apply`, with lengths, h0 and a cotangent on the final state too."""
+def test_derivative_equals_autodiff_of_the_step_loop(kind, unroll, reverse):
+    """These cells train through `jrnn/derivative.py`: it must equal `jax.grad` of a traced loop of
+    `cell_apply`, with lengths, h0 and a cotangent on the final state too."""
     params = make(kind, I=4, H=5)
     assert params.fused
     B, T = 3, 8
@@ -310,13 +313,66 @@ def test_hand_written_vjp_equals_autodiff_of_the_step_loop(kind, unroll, reverse
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
-def test_forward_mode_through_the_autodiff_path():
-    """The hand-written VJP is reverse-mode only; `checkpoint=T` takes the autodiff loop, where
-    `jax.jvp` works and agrees with the reverse-mode gradient."""
-    params = make("lstm", I=3, H=4)
-    xs = jax.random.normal(jax.random.key(8), (2, 6, 3))
-    f = lambda xs, c=None: jrnn.rnn_apply(params, xs, checkpoint=c)[0].sum()  # noqa: E731
-    with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
-        jax.jvp(f, (xs,), (jnp.ones_like(xs),))
-    _, tangent = jax.jvp(functools.partial(f, c=6), (xs,), (jnp.ones_like(xs),))
-    np.testing.assert_allclose(tangent, jax.grad(f)(xs).sum(), rtol=1e-5)
+@pytest.mark.parametrize("kind, remat, unroll, reverse, dtype", [
+    ("lstm", 3, 1, False, jnp.float32),   # T = 8: segments of 3, 3, 2
+    ("gru", 5, 2, True, jnp.float32),     # reverse: the short segment first
+    ("simple_tanh", 3, 2, True, jnp.bfloat16),  # bfloat16 params: the autodiff loop under remat
+])
+def test_remat_through_the_derivative_equals_autodiff_of_the_step_loop(kind, remat, unroll, reverse, dtype):
+    """`remat=c` with `T mod c != 0`, lengths and no resets: each segment runs through
+    `jrnn/derivative.py` (float32) and must give `jax.grad` of a traced `cell_apply` loop."""
+    params = make(kind, I=4, H=5, dtype=dtype)
+    B, T = 3, 8
+    xs = jax.random.normal(jax.random.key(7), (B, T, params.input_size))
+    h0 = rand_state(params, (B,))
+    lengths = jnp.array([8, 5, 0])
+
+    def reference(params, xs, h0):
+        ys, h = [None] * T, h0
+        for t in (reversed(range(T)) if reverse else range(T)):
+            out, h_new = jrnn.cell_apply(params, xs[:, t], h)
+            ok = (t < lengths)[:, None]
+            h = jax.tree.map(functools.partial(jnp.where, ok), h_new, h)
+            ys[t] = jnp.where(ok, out, 0.0)
+        return jnp.stack(ys, 1), h
+
+    def loss(run, params, xs, h0):
+        ys, h = run(params, xs, h0)
+        w = jnp.cos(jnp.arange(ys.size, dtype=jnp.float32)).reshape(ys.shape)
+        return (w * ys).sum() + sum((jnp.sin(a) ** 2).sum() for a in jax.tree.leaves(h))
+
+    def remat_run(params, xs, h0):
+        return jrnn.rnn_apply(params, xs, h0, unroll=unroll, reverse=reverse, lengths=lengths, remat=remat)
+
+    got = jax.jit(jax.value_and_grad(functools.partial(loss, remat_run), argnums=(0, 1, 2)))(params, xs, h0)
+    want = jax.jit(jax.value_and_grad(functools.partial(loss, reference), argnums=(0, 1, 2)))(params, xs, h0)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == jnp.float32 else dict(rtol=2e-2, atol=2e-2)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w, np.float32), **tol)
+
+
+def test_one_jit_line_takes_every_option():
+    """`jax.jit(jrnn.rnn_apply, static_argnames=jrnn.STATIC_ARGNAMES)` with every option given: the
+    dropout rates are traced, and the result equals the eager call (Python floats)."""
+    k1, k2, kd = jax.random.split(jax.random.key(0), 3)
+    stack = jrnn.Stack((jrnn.Bidirectional.init(k1, jrnn.LSTM, 3, 4), jrnn.GRU.init(k2, 8, 4)))
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 3))
+    resets = jnp.zeros((2, 5), bool).at[0, 2].set(True)
+    kw = dict(unroll=2, reverse=True, time_major=False, lengths=jnp.array([5, 3]), resets=resets,
+              reset_state=jrnn.initial_state(stack, (2,)), key=kd, dropout=0.3, recurrent_dropout=0.2,
+              layer_dropout=0.1, remat=2, mode="sequential")
+    assert set(jrnn.STATIC_ARGNAMES) == {"unroll", "reverse", "time_major", "remat", "mode"}
+    run = jax.jit(jrnn.rnn_apply, static_argnames=jrnn.STATIC_ARGNAMES)
+    got = run(stack, xs, None, **kw)
+    want = jrnn.rnn_apply(stack, xs, None, **kw)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got[0], run(stack, xs, None, **{**kw, "key": None})[0])  # dropout was on
+
+
+@pytest.mark.parametrize("name, value", [("unroll", 2), ("reverse", True), ("time_major", False),
+                                         ("remat", 2)])
+def test_an_option_traced_where_it_must_be_static_says_so(name, value):
+    hint = r"Mark it static: jax.jit\(jrnn.rnn_apply, static_argnames=jrnn.STATIC_ARGNAMES\)"
+    with pytest.raises(TypeError, match=rf"`{name}` must be static under jax.jit; got a tracer\. {hint}"):
+        jax.jit(jrnn.rnn_apply)(GRU_P, jnp.ones((2, 5, 3)), **{name: value})

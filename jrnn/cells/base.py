@@ -1,10 +1,15 @@
-"""What every cell shares: argument checks for `init`, sizes read off the arrays, the state dtype."""
+"""What the built-in cells share: argument checks for `init`, and `MatmulCell`, the base of the cells
+with a recurrent matmul (SimpleRNN, LSTM, GRU)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn.cell import Cell, lift
 from jrnn.initializers import INITIALIZERS
 
 
@@ -31,34 +36,13 @@ def check_init_args(input_size, hidden_size, initializer, dtype):
     return input_size, hidden_size, dtype
 
 
-def lift(a: jnp.ndarray, ndim: int) -> jnp.ndarray:
-    """`a [..., n]` with leading axes of size 1 up to `ndim` (explicit, so rank promotion can be strict)."""
-    return a.reshape((1,) * (ndim - a.ndim) + a.shape)
+class MatmulCell(Cell):
+    """Cells with `kernel [I, G*H]`, `recurrent_kernel [H, G*H]` and `bias`: sizes and dtype read off the
+    arrays, `project(x) = x @ kernel + input_bias`, recurrent dropout where `hidden(h)` enters the matmul."""
 
-
-class CellBase:
-    """Mixin for the params dataclasses: sizes come from the arrays, so they are never out of sync."""
-
-    gates: int = 1  # number of gate blocks G in `kernel [I, G*H]`
-    # True where `recur` is `activate(gx, hidden(h) @ recurrent_kernel + recurrent_bias, h)` and
-    # `activate` holds no weights: then `jrnn.fused` can take its gradient (see there).
-    fused: bool = False
-    additive: bool = False  # `activate(gx, z, h)` depends on `gx + z` only (then `z` may be None)
-    recurrent_bias = None
-
-    def hidden(self, state):
-        """The part of the state that enters the recurrent matmul."""
-        return state
-
-    def recurrent(self, state, rec_mask=None):
-        """`z = hidden(state) @ recurrent_kernel + recurrent_bias`, `rec_mask` (recurrent dropout)
-        scaling the state where it enters the matmul."""
-        z = self.masked(self.hidden(state), rec_mask) @ self.recurrent_kernel
-        return z if self.recurrent_bias is None else z + lift(self.recurrent_bias, z.ndim)
-
-    def recur(self, gx, state, rec_mask=None):
-        """One step from the projected input `gx [..., G*H]`; returns `(out, new_state)`."""
-        return self.activate(gx, self.recurrent(state, rec_mask), state)
+    gates: ClassVar[int] = 1  # number of gate blocks G
+    fused: ClassVar[bool] = True
+    recurrent_dropout: ClassVar[bool] = True
 
     @property
     def input_size(self) -> int:
@@ -69,45 +53,15 @@ class CellBase:
         return self.recurrent_kernel.shape[-2]
 
     @property
-    def output_size(self) -> int:
-        return self.recurrent_kernel.shape[-2]
-
-    @property
     def dtype(self):
         return self.kernel.dtype
 
     @property
-    def state_dtype(self):
-        """The carried state stays at least float32 (bfloat16 params still carry a float32 state)."""
-        dtype = jnp.dtype(self.kernel.dtype)
-        return dtype if dtype.itemsize >= 4 else jnp.dtype(jnp.float32)
+    def input_bias(self):
+        return self.bias
 
-    @property
-    def output_dtype(self):
-        """The dtype of the outputs `ys` (the state's, unless a `readout` maps the state)."""
-        return self.state_dtype
-
-    has_readout = False  # True where `readout` is more than the identity (the LRU)
-
-    def readout(self, out, x):
-        """The output from the step's `out` and its input `x`, applied after the loop over time."""
-        return out
-
-    def zero_state(self, batch_shape: tuple[int, ...] = ()):
-        """Zeros `[*batch_shape, H]` (an `LSTMState` of two for the LSTM)."""
-        return jnp.zeros((*batch_shape, self.hidden_size), self.state_dtype)
-
-    def masked(self, h: jnp.ndarray, rec_mask) -> jnp.ndarray:
-        """`h` in the compute dtype, times the recurrent dropout mask when there is one."""
-        h = h.astype(self.dtype)
-        return h if rec_mask is None else h * rec_mask.astype(self.dtype)
-
-    def project(self, x: jnp.ndarray) -> jnp.ndarray:
-        """Input projection `x [..., I] -> gx [..., G*H]`: `x @ kernel` plus the input bias."""
+    def project(self, x: jax.Array) -> jax.Array:
+        """`x [..., I] -> gx [..., G*H]`: `x @ kernel` plus the input bias."""
         gx = x.astype(self.dtype) @ self.kernel
         bias = self.input_bias
         return gx if bias is None else gx + lift(bias, gx.ndim)
-
-    @property
-    def input_bias(self):
-        return self.bias

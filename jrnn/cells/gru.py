@@ -8,13 +8,13 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jrnn.cells.base import CellBase, check_init_args
+from jrnn.cells.base import MatmulCell, check_init_args
 from jrnn.initializers import rnn_weights
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class GRU(CellBase):
+class GRU(MatmulCell):
     """Params of a GRU cell (Keras `GRUCell`; `reset_after=True` is PyTorch's `nn.GRUCell`).
 
     `h' = z * h + (1 - z) * hh`, with `hh = tanh(x W_h + b_h + r * (h U_h + b'_h))` when

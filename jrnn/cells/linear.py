@@ -1,15 +1,18 @@
 """What the linear-recurrence cells share: `h_t = a_t * h_{t-1} + b_t`, with `a`, `b` from `x_t` only.
 
-Such a cell defines `coefficients(gx) -> (a, b)`; the per-step `recur` follows, and so does the
-parallel form: `rnn_apply(..., mode="parallel")` composes the steps with `jax.lax.associative_scan`.
+Such a cell declares `linear` and defines `coefficients(gx) -> (a, b)`; `Cell.recur` follows, and so
+does the parallel form: `rnn_apply(..., mode="parallel")` composes the steps with `jax.lax.associative_scan`.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 
-from jrnn.cells.base import CellBase, check_init_args
+from jrnn.cell import Cell, lift
+from jrnn.cells.base import check_init_args
 from jrnn.initializers import glorot_uniform, uniform
 
 
@@ -22,17 +25,11 @@ def g(x: jax.Array) -> jax.Array:
     return jnp.where(x >= 0, x + 0.5, jax.nn.sigmoid(jnp.minimum(x, 0)))
 
 
-def combine(earlier, later):
-    """The associative combine of two affine maps `h -> a*h + b`: first `earlier`, then `later`."""
-    a1, b1 = earlier
-    a2, b2 = later
-    return a1 * a2, a2 * b1 + b2
+class MinCell(Cell):
+    """MinGRU and MinLSTM: `kernel [I, G*H]` and `bias [G*H]`, a linear recurrence (no recurrent matmul)."""
 
-
-class LinearCell(CellBase):
-    """Base of cells whose recurrence is linear in the state (no recurrent matmul)."""
-
-    linear = True
+    gates: ClassVar[int] = 1
+    linear: ClassVar[bool] = True
 
     @classmethod
     def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, use_bias: bool = True,
@@ -53,14 +50,14 @@ class LinearCell(CellBase):
         return self.kernel.shape[-1] // self.gates
 
     @property
-    def output_size(self) -> int:
-        return self.hidden_size
+    def input_size(self) -> int:
+        return self.kernel.shape[-2]
 
-    def coefficients(self, gx: jax.Array) -> tuple[jax.Array, jax.Array]:
-        raise NotImplementedError
+    @property
+    def dtype(self):
+        return self.kernel.dtype
 
-    def recur(self, gx: jax.Array, h: jax.Array, rec_mask=None) -> tuple[jax.Array, jax.Array]:
-        """One step `h' = a * h + b` from `gx [..., G*H]`; returns `(h', h')`. No recurrent dropout."""
-        a, b = self.coefficients(gx)
-        h_new = (a * h.astype(a.dtype) + b).astype(self.state_dtype)
-        return h_new, h_new
+    def project(self, x: jax.Array) -> jax.Array:
+        """`x [..., I] -> gx [..., G*H]`: `x @ kernel + bias`."""
+        gx = x.astype(self.dtype) @ self.kernel
+        return gx if self.bias is None else gx + lift(self.bias, gx.ndim)

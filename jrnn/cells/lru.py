@@ -8,13 +8,13 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jrnn.cells.base import check_init_args, lift
-from jrnn.cells.linear import LinearCell
+from jrnn.cell import Cell, lift
+from jrnn.cells.base import check_init_args
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class LRU(LinearCell):
+class LRU(Cell):
     """Params of an LRU: a complex diagonal linear recurrence with a real readout.
 
         h_t = lambda * h_{t-1} + gamma * (x_t B)        (complex, `[..., N]`)
@@ -41,6 +41,7 @@ class LRU(LinearCell):
     C_im: jax.Array
     D: jax.Array
 
+    linear = True
     has_readout = True
 
     @classmethod

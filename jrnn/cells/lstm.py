@@ -8,7 +8,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jrnn.cells.base import CellBase, check_init_args
+from jrnn.cells.base import MatmulCell, check_init_args
 from jrnn.initializers import rnn_weights
 
 
@@ -21,7 +21,7 @@ class LSTMState(NamedTuple):
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class LSTM(CellBase):
+class LSTM(MatmulCell):
     """Params of an LSTM cell (Keras `LSTMCell`, PyTorch `nn.LSTMCell` with `b_ih + b_hh` summed).
 
     Attributes:
@@ -35,7 +35,6 @@ class LSTM(CellBase):
     bias: Optional[jax.Array]
 
     gates = 4
-    fused = True
     additive = True  # `activate` depends on `gx + z` only
 
     @classmethod

@@ -8,12 +8,12 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jrnn.cells.linear import LinearCell, g
+from jrnn.cells.linear import MinCell, g
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class MinGRU(LinearCell):
+class MinGRU(MinCell):
     """Params of a minGRU cell: `h' = (1 - z) * h + z * g(h~)`, `z = sigmoid(x W_z + b_z)`,
     `h~ = x W_h + b_h`, with the paper's positive `g` (its log-space form).
 

@@ -8,12 +8,12 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jrnn.cells.linear import LinearCell, g
+from jrnn.cells.linear import MinCell, g
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class MinLSTM(LinearCell):
+class MinLSTM(MinCell):
     """Params of a minLSTM cell: `h' = f' * h + i' * g(h~)` with `f = sigmoid(x W_f + b_f)`,
     `i = sigmoid(x W_i + b_i)`, `f' = f / (f + i)`, `i' = i / (f + i)`, `h~ = x W_h + b_h`.
 

@@ -8,7 +8,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jrnn.cells.base import CellBase, check_choice, check_init_args
+from jrnn.cells.base import MatmulCell, check_choice, check_init_args
 from jrnn.initializers import rnn_weights
 
 ACTIVATIONS = {
@@ -21,7 +21,7 @@ ACTIVATIONS = {
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class SimpleRNN(CellBase):
+class SimpleRNN(MatmulCell):
     """Params of a SimpleRNN cell (Keras `SimpleRNNCell`, PyTorch `nn.RNNCell`).
 
     Attributes:
@@ -36,8 +36,6 @@ class SimpleRNN(CellBase):
     bias: Optional[jax.Array]
     activation: str = dataclasses.field(default="tanh", metadata=dict(static=True))
 
-    gates = 1
-    fused = True
     additive = True  # `activate` depends on `gx + z` only
 
     @classmethod

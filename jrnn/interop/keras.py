@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn.cells.base import CellBase
+from jrnn.cell import Cell
 from jrnn.cells.gru import GRU
 from jrnn.cells.lstm import LSTM
 from jrnn.cells.simple_rnn import ACTIVATIONS, SimpleRNN
@@ -75,7 +75,7 @@ def to_keras(params):
       TypeError: `params` is not jrnn params.
       ValueError: a `Stack` with `residual=True` (Keras' recurrent layers have no skip connections).
     """
-    if isinstance(params, CellBase):
+    if isinstance(params, Cell):
         return [np.array(a, copy=True) for a in (params.kernel, params.recurrent_kernel, params.bias)
                 if a is not None]
     if isinstance(params, Bidirectional):

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn.cells.base import CellBase, check_choice
+from jrnn.cell import Cell
+from jrnn.cells.base import check_choice
 from jrnn.cells.gru import GRU
 from jrnn.cells.lstm import LSTM
 from jrnn.cells.simple_rnn import SimpleRNN
@@ -264,7 +265,7 @@ def _diff(a: dict, b: dict, what_a: str, what_b: str) -> str:
 
 
 def _check_cell(c, where: str) -> None:
-    if not isinstance(c, CellBase):
+    if not isinstance(c, Cell):
         raise TypeError(f"{where} must be a jrnn cell (SimpleRNN, LSTM, GRU); got {type(c).__name__}")
     if isinstance(c, SimpleRNN) and c.activation not in ("tanh", "relu"):
         raise ValueError(f"{where}: SimpleRNN `activation` {c.activation!r} has no PyTorch equivalent; "
@@ -312,7 +313,7 @@ def _torch_layers(params) -> list:
                 raise ValueError(f"`params.layers[{k}]` takes {dirs[0].input_size} input features; PyTorch "
                                  f"feeds it the previous layer's {want}")
         return layers
-    if isinstance(params, (Bidirectional, CellBase)):
+    if isinstance(params, (Bidirectional, Cell)):
         return [_layer_cells(params, "`params`")]
     raise TypeError("`params` must be a jrnn cell (SimpleRNN, LSTM, GRU), Bidirectional or Stack; "
                     f"got {type(params).__name__}")
