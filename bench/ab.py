@@ -12,6 +12,7 @@ per workload and direction, the median over all rounds' calls and head/base. Wri
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shlex
@@ -29,12 +30,13 @@ ROOT = HERE.parent
 
 def worker(workload: str, calls: int) -> None:
     """Run inside a child: times one workload with whichever `jrnn` is first on the path."""
+    import jax
+
+    import jrnn  # first: bench/peers.py puts this tree's root on the path
+
     sys.path.insert(0, str(HERE))
     import common
-    import jax
     from peers import WORKLOADS
-
-    import jrnn
 
     w = WORKLOADS[workload]
     params = getattr(jrnn, w.kind).init(jax.random.key(0), w.I, w.H)
@@ -67,9 +69,10 @@ def main(argv=None) -> int:
         return 0
     workloads = args.workloads.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(["git", "archive", args.base, "jrnn"], cwd=ROOT, capture_output=True, check=True)
+        archive = subprocess.run(["git", "archive", args.base, "jrnn"], cwd=ROOT, capture_output=True,
+                                 check=True)
         base_src = Path(tmp)
-        with tarfile.open(fileobj=__import__("io").BytesIO(archive.stdout)) as tar:
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(base_src, filter="data")
         rev = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
@@ -100,7 +103,8 @@ def main(argv=None) -> int:
             "calls": args.calls, "rows": rows}
     lines = [f"# jrnn default: this tree against {rev}, same run", "", f"`{command}`", "",
              f"{data['machine']['cpu']}, {data['machine']['cores']} cores, jax {data['machine']['jax']}, "
-             f"{data['machine']['date']}. Median of {args.rounds} alternating processes x {args.calls} calls.", "",
+             f"{data['machine']['date']}. Medians over {args.rounds} alternating processes x {args.calls} "
+             "calls.", "",
              "| workload | direction | base ms | head ms | head/base | base compile ms | head compile ms |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:

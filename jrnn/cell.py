@@ -24,10 +24,10 @@ class Cell:
         gx = cell.project(x)                  # x [..., I] -> gx [..., G]   once per chunk of steps
         out, state = cell.recur(gx, state)    # one step: out [..., F]     once per step
 
-    `jrnn.cell_apply(cell, x, h)` is `cell.readout(*cell.recur(cell.project(x), h)...)`; `jrnn.rnn_apply`
-    projects each chunk of `k` steps with one call of `project` on `[k, B, I]` and runs `recur` step by
-    step, and does everything else itself: lengths, reverse, resets, dropout on the inputs, remat,
-    `Stack`, `Bidirectional`, `vmap`. A subclass defines:
+    `jrnn.cell_apply(cell, x, h)` is `out, h = cell.recur(cell.project(x), h)`, then `cell.readout(out, x)`;
+    `jrnn.rnn_apply` projects each chunk of `k` steps with one call of `project` on `[k, B, I]`, runs
+    `recur` step by step, and does everything else itself: lengths, reverse, resets, dropout on the
+    inputs, remat, `Stack`, `Bidirectional`, `vmap`. A subclass defines:
 
     - `input_size`, `hidden_size` (ints, read off the arrays; `output_size` defaults to `hidden_size`);
     - either `project` and `recur`, or only `step(x, state) -> (out, new_state)`: then `project` is
