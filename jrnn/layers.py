@@ -242,12 +242,14 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Op
     if resets is not None and reverse:  # reset before step t when step t + 1 starts an episode
         resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
     h_reset = h0 if reset_state is None else reset_state
-    rec_width = jax.tree.leaves(params.hidden(params.zero_state((1,))))[0].shape[-1]
+    rec_mask = None
+    if params.recurrent_dropout and k_rec is not None:  # the width of what enters the recurrent matmul
+        rec_width = jax.tree.leaves(params.hidden(h0))[0].shape[-1]
+        rec_mask = _mask(k_rec, dropout.recurrent, (B, rec_width), params.dtype)
     masks = Masks(valid=None if lengths is None else valid_steps(lengths, T), resets=resets,
                   h_reset=None if resets is None else h_reset,
                   in_mask=_mask(k_in, dropout.input, (B, params.input_size), params.dtype),
-                  rec_mask=_mask(k_rec, dropout.recurrent, (B, rec_width), params.dtype)
-                  if params.recurrent_dropout else None)
+                  rec_mask=rec_mask)
     return run_cell(params, xs, h0, k=k, reverse=reverse, masks=masks, remat=remat, mode=mode)
 
 
