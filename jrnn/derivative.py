@@ -59,6 +59,7 @@ def run_fused(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool,
         @jax.checkpoint  # the backward recomputes activate's Jacobian from `u`, saves nothing per step
         def chunk(dh, dgx_c, dz_c, u_c, prev_c, ok_c):
             n = dgx_c.shape[0]
+            dgx_c, dz_c = unstack(dgx_c), None if dz_c is None else unstack(dz_c)
             douts = [None] * n
             for j in (reversed(range(n)) if reverse else range(n)):
                 dz = jax.lax.dot_general(cell.hidden(dh).astype(wt.dtype), wt, (((1,), (1,)), ((), ())))
@@ -72,3 +73,9 @@ def run_fused(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool,
         return (ys, h), (dys, dh)
 
     return run(cell, xs, h0, valid)
+
+
+def unstack(a: jax.Array) -> list:
+    """`a [n, ...]` as `n` arrays, by `lax.split`: its transpose is one concatenate, where per-step
+    slices would transpose to `n` pads and a sum."""
+    return [p.reshape(p.shape[1:]) for p in jnp.split(a, a.shape[0])]
