@@ -10,10 +10,10 @@ carried from one chunk to the next (with no gradient through it). Documents must
 bool `resets [B, T]` marks every BOUNDARY input (and each stream's first step: a stream other than the
 first begins mid-document, from zeros), and
 
-    jrnn.rnn_apply(rnn, xs, h0=carried, resets=resets, reset_state=zeros)
+    jrnn.rnn_apply(rnn, xs, h0=carried, resets=resets)
 
-runs from the carried state but restarts from zeros before each marked step, wherever it falls in the
-chunk. (`reset_state` matters: without it, `resets` would restore `h0`, the carried state.) The model
+runs from the carried state but restarts from zeros (the default `reset_state`) before each marked step,
+wherever it falls in the chunk. The model
 predicts every character and the BOUNDARY after each document's last one (its end); the validation
 figure is bits per character, `mean cross-entropy (nats) / ln 2`, over every held-out target, the state
 carried across the validation chunks in the same way.
@@ -171,11 +171,11 @@ def apply_model(params: dict[str, Any], inputs: jax.Array, state, resets: jax.Ar
     """Logits `[B, T, V]` of the next token and the state after the chunk.
 
     Runs from `state` (carried from the previous chunk); before each step where `resets` is set the state
-    goes back to zeros (`reset_state`), not to `state`, so a document starting mid-chunk sees nothing of
-    the one before.
+    goes back to zeros (`rnn_apply`'s default `reset_state`), not to `state`, so a document starting
+    mid-chunk sees nothing of the one before.
     """
     xs = jnp.take(params["embed"], inputs, axis=0)
-    ys, state = jrnn.rnn_apply(params["rnn"], xs, state, resets=resets, reset_state=initial_state(params))
+    ys, state = jrnn.rnn_apply(params["rnn"], xs, state, resets=resets)
     return readout(params, ys), state
 
 

@@ -12,31 +12,13 @@ from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jrnn.cell import Cell
-from jrnn.cells.base import check_choice, check_positive_int
+from jrnn.cells.base import check_bool, check_choice, check_key, check_positive_int, pytree_dataclass
 from jrnn.loop import Masks, run_cell, valid_steps
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
-
-
-def _register(cls, data: tuple[str, ...], static: tuple[str, ...]):
-    """Registers `cls` as a pytree whose unflattening does not run `__init__` (nor `validate`)."""
-    def flatten_with_keys(obj):
-        keyed = [(jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in data]
-        return keyed, tuple(getattr(obj, n) for n in static)
-
-    def flatten(obj):
-        return [getattr(obj, n) for n in data], tuple(getattr(obj, n) for n in static)
-
-    def unflatten(aux, children):
-        obj = object.__new__(cls)
-        for n, v in (*zip(data, children, strict=True), *zip(static, aux, strict=True)):
-            object.__setattr__(obj, n, v)
-        return obj
-
-    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
-    return cls
 
 
 def _layer_error(name: str, layer, in_stack: bool) -> Optional[str]:
@@ -46,6 +28,7 @@ def _layer_error(name: str, layer, in_stack: bool) -> Optional[str]:
     return f"`{name}` must be {allowed} (jrnn params); got {type(layer).__name__}"
 
 
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class Bidirectional:
     """A forward and a backward cell over the same sequence (Keras `Bidirectional`).
@@ -80,6 +63,7 @@ class Bidirectional:
     def init(cls, key: jax.Array, kind: type, input_size: int, hidden_size: int, *,
              merge: Optional[str] = "concat", **options) -> Bidirectional:
         """Two cells of class `kind` (e.g. `jrnn.LSTM`), each made by `kind.init(..., **options)`."""
+        check_key(key)
         check_choice("merge", merge, MERGE_MODES)
         kf, kb = jax.random.split(key)
         return cls(kind.init(kf, input_size, hidden_size, **options),
@@ -103,6 +87,7 @@ class Bidirectional:
         return self.forward.output_size
 
 
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class Stack:
     """Layers run one after the other (PyTorch's `num_layers`, Keras' stacked RNN layers).
@@ -122,6 +107,10 @@ class Stack:
         """Raises `TypeError`/`ValueError` naming the layer when the layers do not fit together."""
         if not isinstance(self.layers, tuple) or not self.layers:
             raise ValueError(f"`{name}.layers` must be a non-empty tuple; got {self.layers!r}")
+        if not isinstance(self.residual, (bool, np.bool_)):
+            raise TypeError(f"`{name}.residual` must be a bool; got {self.residual!r}")
+        # A static setting: a plain bool (np.bool_ becomes one), so that jit caches one entry per value.
+        object.__setattr__(self, "residual", bool(self.residual))
         for i, layer in enumerate(self.layers):
             error = _layer_error(f"{name}.layers[{i}]", layer, in_stack=True)
             if error:
@@ -143,7 +132,10 @@ class Stack:
         Layer 0 takes `input_size` features, the next ones the previous layer's output width
         (`2 * hidden_size` for a concatenating bidirectional layer).
         """
+        check_key(key)
         num_layers = check_positive_int("num_layers", num_layers)
+        bidirectional = check_bool("bidirectional", bidirectional)
+        check_bool("residual", residual)
         if bidirectional:
             check_choice("merge", merge, MERGE_MODES[:-1])
         layers, size = [], input_size
@@ -172,9 +164,6 @@ class Stack:
         return self.layers[-1].output_size
 
 
-_register(Bidirectional, ("forward", "backward"), ("merge",))
-_register(Stack, ("layers",), ("residual",))
-
 Layer = Union[Cell, Bidirectional]
 Params = Union[Cell, Bidirectional, Stack]
 
@@ -200,11 +189,14 @@ class Dropout(NamedTuple):
 
 
 def _mask(key, rate, shape, dtype) -> Optional[jax.Array]:
-    """Inverted-dropout mask: 0 with probability `rate`, else `1 / (1 - rate)` (`rate` may be traced)."""
+    """Inverted-dropout mask: 0 with probability `rate`, else `1 / (1 - rate)` (`rate` may be traced;
+    `rate = 1` gives zeros)."""
     if key is None or (not isinstance(rate, jax.core.Tracer) and rate == 0.0):
         return None
     keep = jax.random.bernoulli(key, 1.0 - rate, shape)
-    return keep.astype(dtype) / jnp.asarray(1.0 - rate, dtype)
+    kept = jnp.asarray(1.0 - rate, dtype)
+    scale = jnp.where(kept > 0, 1 / jnp.where(kept > 0, kept, 1), 0)  # no 1/0, in values or gradients
+    return keep.astype(dtype) * scale
 
 
 def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Optional[jax.Array],
@@ -212,7 +204,7 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Op
         remat: Optional[int] = None, mode: str = "auto", reset_state=None):
     """Runs any params on flat time-major `xs [T, B, I]` and flat state; returns `(ys, h_T)`.
 
-    `reset_state` (same structure as `h0`, or None for `h0` itself) is what `resets` restores.
+    `reset_state` (same structure as `h0`, or None for zeros) is what `resets` restores.
     """
     sub = lambda i: None if reset_state is None else reset_state[i]  # noqa: E731
     kw = dict(k=k, lengths=lengths, resets=resets, dropout=dropout, remat=remat, mode=mode)
@@ -239,14 +231,18 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Op
         return xs, tuple(states)
     T, B, _ = xs.shape
     k_in, k_rec = (None, None) if key is None else jax.random.split(key)
-    if resets is not None and reverse:  # reset before step t when step t + 1 starts an episode
-        resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
-    h_reset = h0 if reset_state is None else reset_state
+    valid = None if lengths is None else valid_steps(lengths, T)
+    if resets is not None:
+        if valid is not None:  # a flag on a padded step starts no episode (filtered before the shift)
+            resets = resets & valid
+        if reverse:  # reset before step t when step t + 1 starts an episode
+            resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
+    h_reset = params.zero_state((B,)) if reset_state is None else reset_state
     rec_mask = None
     if params.recurrent_dropout and k_rec is not None:  # the width of what enters the recurrent matmul
         rec_width = jax.tree.leaves(params.hidden(h0))[0].shape[-1]
         rec_mask = _mask(k_rec, dropout.recurrent, (B, rec_width), params.dtype)
-    masks = Masks(valid=None if lengths is None else valid_steps(lengths, T), resets=resets,
+    masks = Masks(valid=valid, resets=resets,
                   h_reset=None if resets is None else h_reset,
                   in_mask=_mask(k_in, dropout.input, (B, params.input_size), params.dtype),
                   rec_mask=rec_mask)

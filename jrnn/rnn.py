@@ -16,6 +16,7 @@ import numpy as np
 from jrnn import policy
 from jrnn.cell import Cell
 from jrnn.layers import Bidirectional, Dropout, Params, Stack, cells_of, run
+from jrnn.loop import valid_steps
 
 MODES = ("auto", "sequential", "parallel")
 State = Any  # a cell's state pytree (an array `[..., H]`, an `LSTMState`, ...), or tuples for composites
@@ -41,7 +42,13 @@ def _check_params(params, allow=(Cell, Bidirectional, Stack)) -> None:
 
 def _check_input(name: str, x, params, min_ndim: int, layout: str) -> jax.Array:
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        x = jnp.asarray(x)
+        try:
+            array = jnp.asarray(x)
+        except (TypeError, ValueError):
+            array = None
+        if array is None:
+            raise TypeError(f"`{name}` must be a floating array of shape {layout}; got {_describe(x)}")
+        x = array
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"`{name}` must be a floating array; got dtype {x.dtype}")
     if x.ndim < min_ndim or x.shape[-1] != params.input_size:
@@ -79,8 +86,12 @@ def _check_state(name: str, h, params, batch_shape: tuple[int, ...]) -> State:
     else:
         leaves, h_def = jax.tree.flatten(h)
         if h_def != treedef:
+            hint = ""
+            if hasattr(zero, "_fields") and type(h) in (tuple, list):  # (h, c) or Flax's (c, h)?
+                hint = (f" (a plain {type(h).__name__} is refused: its order is ambiguous; build "
+                        f"{type(zero).__name__}({', '.join(f + '=...' for f in zero._fields)}))")
             raise TypeError(f"`{name}` of {type(params).__name__} params must be structured like its zero "
-                            f"state, {_structure(zero)}; got {_describe(h)}")
+                            f"state, {_structure(zero)}; got {_describe(h)}{hint}")
     out = []
     for leaf, z in zip(leaves, zeros, strict=True):
         leaf = jnp.asarray(leaf)
@@ -107,6 +118,13 @@ def _describe(h) -> str:
     return type(h).__name__
 
 
+def _check_flag(name: str, value) -> bool:
+    _check_static(name, value)
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be a bool; got {value!r}")
+    return bool(value)
+
+
 def _check_unroll(unroll) -> Union[int, bool]:
     _check_static("unroll", unroll)
     if isinstance(unroll, (bool, np.bool_)):
@@ -124,21 +142,23 @@ def _check_lengths(lengths, batch_shape: tuple[int, ...], T: int) -> jax.Array:
     if tuple(lengths.shape) != tuple(batch_shape):
         raise ValueError(f"`lengths` must have the batch shape {tuple(batch_shape)}; "
                          f"got shape {tuple(lengths.shape)}")
-    return jnp.clip(jnp.asarray(lengths), 0, T).astype(jnp.int32)
+    if isinstance(lengths, np.ndarray):  # clipped before the cast: 2**32 + 1 stays long without x64
+        return jnp.asarray(np.clip(lengths, 0, T).astype(np.int32))
+    return jnp.clip(lengths, 0, T).astype(jnp.int32)
 
 
-def _check_resets(resets, shape: tuple[int, ...], layout: str) -> jax.Array:
+def _check_resets(name: str, resets, shape: tuple[int, ...], layout: str) -> jax.Array:
     if not hasattr(resets, "dtype"):
         resets = np.asarray(resets)
     if resets.dtype != jnp.bool_:
-        raise TypeError(f"`resets` must be a bool array; got dtype {resets.dtype}")
+        raise TypeError(f"`{name}` must be a bool array; got dtype {resets.dtype}")
     if tuple(resets.shape) != shape:
-        raise ValueError(f"`resets` must have shape {layout} = {shape}; got shape {tuple(resets.shape)}")
+        raise ValueError(f"`{name}` must have shape {layout} = {shape}; got shape {tuple(resets.shape)}")
     return jnp.asarray(resets)
 
 
 def _check_dropout(key, dropout, recurrent_dropout, layer_dropout) -> Dropout:
-    """Rates are Python floats in [0, 1), or traced scalars (under `jax.jit`; then unchecked)."""
+    """Rates are Python floats in [0, 1], or traced scalars (under `jax.jit`; then unchecked)."""
     rates = Dropout(dropout, recurrent_dropout, layer_dropout)
     for name, rate in zip(("dropout", "recurrent_dropout", "layer_dropout"), rates, strict=True):
         if isinstance(rate, jax.core.Tracer):
@@ -146,11 +166,14 @@ def _check_dropout(key, dropout, recurrent_dropout, layer_dropout) -> Dropout:
                 raise ValueError(f"`{name}` must be a float scalar; got a tracer of shape {rate.shape}, "
                                  f"dtype {rate.dtype}")
         elif isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.floating)) \
-                or not 0 <= rate < 1:
-            raise ValueError(f"`{name}` must be a float in [0, 1); got {rate!r}")
+                or not 0 <= rate <= 1:
+            raise ValueError(f"`{name}` must be a float in [0, 1]; got {rate!r}")
     if key is not None and not (hasattr(key, "dtype") and (
-            jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.dtype == jnp.uint32)):
-        raise TypeError(f"`key` must be a PRNG key (jax.random.key) or None; got {_describe(key)}")
+            (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ())
+            or (key.dtype == jnp.uint32 and key.shape == (2,)))):
+        raise TypeError(f"`key` must be one PRNG key (jax.random.key(...), or a raw uint32 key of shape "
+                        f"(2,)) or None; got {_describe(key)}" + (
+                            f", dtype {key.dtype}" if hasattr(key, "dtype") else ""))
     return Dropout(*(r if isinstance(r, jax.core.Tracer) else float(r) for r in rates))
 
 
@@ -181,7 +204,8 @@ def initial_state(params: Params, batch_shape: tuple[int, ...] = ()) -> State:
     return params.zero_state(tuple(int(d) for d in batch_shape))
 
 
-def cell_apply(params: Union[Cell, Stack], x: jax.Array, h: State) -> tuple[jax.Array, State]:
+def cell_apply(params: Union[Cell, Stack], x: jax.Array, h: State, *, reset: Optional[jax.Array] = None,
+               reset_state: Optional[State] = None) -> tuple[jax.Array, State]:
     """One time step, like Keras' `out, h1 = cell(x, [h0])`.
 
     Args:
@@ -190,6 +214,9 @@ def cell_apply(params: Union[Cell, Stack], x: jax.Array, h: State) -> tuple[jax.
       x: input `[..., I]` (any number of leading batch axes, or none).
       h: state `[..., H]` with the same batch axes (structured as the cell's `zero_state`:
         `LSTMState(h, c)` for an LSTM; a tuple of per-layer states for a stack).
+      reset: bool of the batch shape `[...]`, or None: where True the state goes back to
+        `reset_state` before the step (an episode starts here), the rule of `rnn_apply`'s `resets`.
+      reset_state: what `reset` restores, structured and broadcast like `h`; None means zeros.
 
     Returns:
       `(out, h_new)`: `out [..., H]` is the (last layer's) new hidden state (for an LRU its real
@@ -200,7 +227,20 @@ def cell_apply(params: Union[Cell, Stack], x: jax.Array, h: State) -> tuple[jax.
         raise TypeError("`cell_apply` takes one time step, and a Bidirectional layer needs the whole "
                         "sequence: use `rnn_apply`")
     x = _check_input("x", x, params, 1, "[..., I]")
-    h = _check_state("h", h, params, tuple(x.shape[:-1]))
+    batch_shape = tuple(x.shape[:-1])
+    try:
+        h = _check_state("h", h, params, batch_shape)
+    except ValueError:
+        h_ndim = max((jnp.ndim(leaf) for leaf in jax.tree.leaves(h)), default=0)
+        if x.ndim > h_ndim >= 2:  # `x` has an axis more than `h` has: most likely a whole sequence
+            raise ValueError(f"`x` must be one step, [..., I] with the batch axes of `h`; got shape "
+                             f"{tuple(x.shape)} for `h` of {h_ndim - 1} batch axes (a sequence "
+                             f"[..., T, I] goes to `rnn_apply`)") from None
+        raise
+    if reset is not None:
+        reset = _check_resets("reset", reset, batch_shape, "[...] (the batch axes of `x`)")
+        target = _check_state("reset_state", reset_state, params, batch_shape)
+        h = jax.tree.map(lambda r, a: jnp.where(reset[..., None], r, a), target, h)
     if isinstance(params, Stack):
         states = []
         for layer, hi in zip(params.layers, h, strict=True):
@@ -254,13 +294,15 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
       time_major: `xs` and `ys` are `[T, ..., *]` instead of `[..., T, *]`.
       lengths: int array of the batch shape, for right-padded sequences. Values are clipped to
         `[0, T]`. Outputs at steps `t >= length` are zero and the state stops changing after the
-        last valid step; with `reverse`, only each sequence's valid part is reversed.
+        last valid step; with `reverse`, only each sequence's valid part is reversed. Padded
+        steps never read the padding: NaN or inf there reaches no output and no gradient.
       resets: bool `[..., T]` (`[T, ...]` when `time_major`): the state goes back to `reset_state`
-        before step `t` where `resets[..., t]` (an episode starts at `t`). In a reverse run the
-        state goes back after step `t` instead, so every episode runs on its own either way.
-      reset_state: what `resets` restores, structured and broadcast like `h0`; None means `h0`
-        itself. When `h0` is a state carried over from the previous chunk (truncated BPTT, RL),
-        pass the initial state here, e.g. `jrnn.initial_state(params)` for zeros.
+        before step `t` where `resets[..., t]` (an episode starts at `t`; a flag at a padded step
+        is ignored). In a reverse run the state goes back after step `t` instead, so every
+        episode runs on its own either way.
+      reset_state: what `resets` restores, structured and broadcast like `h0`; None means zeros
+        (Haiku's `ResetCore`), whatever `h0` is: a learned or carried start is restored only when
+        passed here.
       key: PRNG key; dropout is active only when one is given (no key: deterministic inference).
       dropout: input dropout rate, one mask per sequence and layer, reused at every step
         (variational, Keras' `dropout`), applied before the input projection.
@@ -281,8 +323,8 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
       `Bidirectional` with `merge=None`) and the final state (same structure as `h0`).
     """
     _check_params(params)
-    for name, value in (("reverse", reverse), ("time_major", time_major), ("remat", remat)):
-        _check_static(name, value)
+    reverse, time_major = _check_flag("reverse", reverse), _check_flag("time_major", time_major)
+    _check_static("remat", remat)
     layout = "[T, ..., I]" if time_major else "[..., T, I]"
     xs = _check_input("xs", xs, params, 2, layout)
     rates = _check_dropout(key, dropout, recurrent_dropout, layer_dropout)
@@ -305,14 +347,18 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
     flat = lambda tree: jax.tree.map(lambda a: a.reshape(B, a.shape[-1]), tree)  # noqa: E731
     if reset_state is not None:
         reset_state = flat(_check_state("reset_state", reset_state, params, batch_shape))
+    xs = xs.reshape(T, B, params.input_size)
     if lengths is not None:
         lengths = _check_lengths(lengths, batch_shape, T).reshape(B)
+        # Padded steps compute from zeros, so that whatever the padding holds (NaN, inf) reaches no
+        # output and no gradient; the gradient with respect to a padded input is exactly zero.
+        xs = jnp.where(valid_steps(lengths, T)[..., None], xs, jnp.zeros_like(xs))
     if resets is not None:
         shape, where = ((T, *batch_shape), "[T, ...]") if time_major else ((*batch_shape, T), "[..., T]")
-        resets = _check_resets(resets, shape, where)
+        resets = _check_resets("resets", resets, shape, where)
         resets = (resets if time_major else jnp.moveaxis(resets, -1, 0)).reshape(T, B)
 
-    ys, h_T = run(params, xs.reshape(T, B, params.input_size), flat(h0),
+    ys, h_T = run(params, xs, flat(h0),
                   k=T if unroll is True else unroll, reverse=reverse, lengths=lengths, resets=resets,
                   key=key, dropout=rates, remat=None if remat is None else int(remat),
                   mode=mode, reset_state=reset_state)

@@ -10,7 +10,8 @@ import jrnn
 def loop(step, xs, h0, *, reverse=False, lengths=None, resets=None, reset_state=None):
     """`step(x [B, I], h) -> (out, h)` over `xs [B, T, I]`. A reverse run takes each sequence's valid steps
     last to first (numpy indices); a reset flag at step t restores `reset_state` before step t (forward)
-    or after it (reverse); padded steps leave the state alone and output zeros."""
+    or after it (reverse), zeros when `reset_state` is None; padded steps leave the state alone and output
+    zeros."""
     Bn, Tn = xs.shape[:2]
     lengths = np.full(Bn, Tn) if lengths is None else np.clip(np.asarray(lengths), 0, Tn)
     order = np.tile(np.arange(Tn), (Bn, 1))  # order[b, n]: the time step run n-th
@@ -22,6 +23,8 @@ def loop(step, xs, h0, *, reverse=False, lengths=None, resets=None, reset_state=
     if reverse:  # after the step, i.e. before the next one run
         flags = np.concatenate([np.zeros((Bn, 1), bool), flags[:, :-1]], axis=1)
     where = lambda c, a, b: jax.tree.map(lambda u, v: jnp.where(c.reshape(-1, 1), u, v), a, b)  # noqa: E731
+    if reset_state is None:
+        reset_state = jax.tree.map(jnp.zeros_like, h0)
     h, outs = h0, [None] * Tn
     for n in range(Tn):
         ok = n < lengths
@@ -30,6 +33,9 @@ def loop(step, xs, h0, *, reverse=False, lengths=None, resets=None, reset_state=
         out, h_new = step(xs[np.arange(Bn), order[:, n]], h)
         h = where(ok, h_new, h)
         outs[n] = jnp.where(ok[:, None], out, jnp.zeros_like(out))
+    if not Tn:  # no step: the output width from one traced step
+        out = jax.eval_shape(step, jnp.zeros((Bn,) + xs.shape[2:], xs.dtype), h)[0]
+        return jnp.zeros((Bn, 0) + out.shape[1:], out.dtype), h
     ys = jnp.stack(outs, axis=1)
     return ys[rows, np.argsort(order, axis=1)], h
 

@@ -191,7 +191,8 @@ def test_a_dict_state_runs_through_every_path():
     xs = jax.random.normal(jax.random.key(1), (B, T, I))
     h0 = {"fast": jnp.full((B, H), 0.5), "slow": jnp.full((H,), -0.5)}  # the second broadcast over B
     full = {"fast": h0["fast"], "slow": jnp.broadcast_to(h0["slow"], (B, H))}
-    for kw in (dict(lengths=LENGTHS, reverse=True, unroll=3), dict(resets=RESETS, unroll=True, remat=2)):
+    for kw in (dict(lengths=LENGTHS, reverse=True, unroll=3),
+               dict(resets=RESETS, reset_state=h0, unroll=True, remat=2)):  # reset_state broadcast as h0
         ref_kw = {k: v for k, v in kw.items() if k not in ("unroll", "remat")}
         if "resets" in kw:
             ref_kw["reset_state"] = full

@@ -357,7 +357,8 @@ def test_tutorial_two_layer_simple_rnn():
 
 
 # ---------------------------------------------------------------------------------------------
-# 5. Resets: the same as running every episode on its own from h0.
+# 5. Resets: the same as running every episode on its own: the first one run from h0, the others from
+#    zeros (the default `reset_state`).
 
 RESET_B, RESET_T = 4, 7
 RESET_AT = [[0, 3], [2, 5], [4], [1, 2, 5, 6]]  # a reset at 0 is a no-op
@@ -376,17 +377,24 @@ def _row(state, b):
     return jax.tree.map(lambda a: a[b] if a.ndim == 2 else a, state)
 
 
-def _reference(params, xs, h0, lengths, reverse, finals):
-    """Each row split at its resets (and cut at its length), each piece run alone from h0."""
+def _reference(params, xs, h0, lengths, reverse, finals, reset_state=None):
+    """Each row split at its resets (and cut at its length), each piece run alone: the piece run first
+    (the first in time, or the last when `reverse`) from h0 unless a reset flag is on its first step, the
+    others from `reset_state` (None: zeros)."""
     ys = np.zeros((*xs.shape[:2], params.output_size), np.float32)
     out_states = []
+    zeros = jrnn.initial_state(params)
     for b in range(xs.shape[0]):
         L = RESET_T if lengths is None else lengths[b]
         starts = [0] + [t for t in RESET_AT[b] if 0 < t < L] + [L]
         h0_b = _row(h0, b)
+        fresh = zeros if reset_state is None else _row(reset_state, b)
         pieces = []
-        for s, e in zip(starts[:-1], starts[1:], strict=True):
-            y, h = jrnn.rnn_apply(params, xs[b, s:e], h0_b, reverse=reverse, unroll=True)
+        n = len(starts) - 1
+        for i, (s, e) in enumerate(zip(starts[:-1], starts[1:], strict=True)):
+            first_run = i == (n - 1 if reverse else 0) and not (not reverse and 0 in RESET_AT[b])
+            start = h0_b if first_run else fresh
+            y, h = jrnn.rnn_apply(params, xs[b, s:e], start, reverse=reverse, unroll=True)
             ys[b, s:e] = np.asarray(y)
             pieces.append(h)
         out_states.append(finals(pieces[0], pieces[-1]) if pieces else h0_b)
@@ -434,16 +442,18 @@ def test_resets_with_learned_initial_state(reverse):
     h0 = rand_state(params, ())  # LSTMState of two [H]: broadcast over the batch, and the reset target
     xs = rand((RESET_B, RESET_T, I), seed=3)
     lengths = np.asarray(RESET_LENGTHS, np.int32)
-    want = _reference(params, xs, h0, lengths, reverse, lambda first, last: first if reverse else last)
+    want = _reference(params, xs, h0, lengths, reverse, lambda first, last: first if reverse else last,
+                      reset_state=h0)
     got = _eager(params, jnp.asarray(xs), h0, reverse=reverse, lengths=lengths,
-                 resets=jnp.asarray(_resets()))
+                 resets=jnp.asarray(_resets()), reset_state=h0)
     assert_tree_close(got, want, atol=1e-5)
     # Time-major resets are [T, B]; two batch axes [2, 2, T] give the same as [4, T].
     ys_tm, h_tm = _eager(params, jnp.asarray(xs.swapaxes(0, 1)), h0, reverse=reverse, lengths=lengths,
-                         resets=jnp.asarray(_resets().T), time_major=True)
+                         resets=jnp.asarray(_resets().T), time_major=True, reset_state=h0)
     assert_tree_close((jnp.swapaxes(ys_tm, 0, 1), h_tm), want, atol=1e-5)
     ys_2d, h_2d = _eager(params, jnp.asarray(xs.reshape(2, 2, RESET_T, I)), h0, reverse=reverse,
-                         lengths=lengths.reshape(2, 2), resets=jnp.asarray(_resets().reshape(2, 2, RESET_T)))
+                         lengths=lengths.reshape(2, 2), resets=jnp.asarray(_resets().reshape(2, 2, RESET_T)),
+                         reset_state=h0)
     assert_tree_close((ys_2d.reshape(want[0].shape), jax.tree.map(lambda a: a.reshape(RESET_B, H), h_2d)),
                       want, atol=1e-5)
 
@@ -460,15 +470,16 @@ def test_resets_through_a_stack_of_bidirectional_and_cell():
     def finals(first, last):  # the forward GRU and the LSTM end in the last episode, the backward GRU
         return ((last[0][0], first[0][1]), last[1])  # in the first
 
-    want = _reference(stack, xs, h0, lengths, False, finals)
+    want = _reference(stack, xs, h0, lengths, False, finals, reset_state=h0)  # episodes start from h0
     resets = jnp.asarray(_resets())
 
     @jax.jit
     def scanned(stack, xs, h0, lengths, resets):  # a plain scan, and chunks of 3 (T = 7: 2 and a rest)
-        return [jrnn.rnn_apply(stack, xs, h0, unroll=u, lengths=lengths, resets=resets) for u in (1, 3)]
+        return [jrnn.rnn_apply(stack, xs, h0, unroll=u, lengths=lengths, resets=resets, reset_state=h0)
+                for u in (1, 3)]
 
     for got in (*scanned(stack, jnp.asarray(xs), h0, lengths, resets),
-                _eager(stack, jnp.asarray(xs), h0, lengths=lengths, resets=resets)):
+                _eager(stack, jnp.asarray(xs), h0, lengths=lengths, resets=resets, reset_state=h0)):
         assert_tree_close(got, want, atol=1e-5)
 
 
@@ -631,11 +642,11 @@ def test_errors():
         jrnn.rnn_apply(stack, xs, (None, jnp.zeros((3, 4))))
 
     for name in ("dropout", "recurrent_dropout", "layer_dropout"):
-        for rate in (1.0, -0.1):
-            with pytest.raises(ValueError, match=rf"`{name}` must be a float in \[0, 1\)"):
+        for rate in (1.5, -0.1):
+            with pytest.raises(ValueError, match=rf"`{name}` must be a float in \[0, 1\]; got {rate}"):
                 jrnn.rnn_apply(stack, xs, key=key, **{name: rate})
-        with pytest.raises(ValueError, match=rf"`{name}` must be a float in \[0, 1\)"):
-            jrnn.rnn_apply(stack, xs, **{name: 1.0})  # checked without a key too
+        with pytest.raises(ValueError, match=rf"`{name}` must be a float in \[0, 1\]"):
+            jrnn.rnn_apply(stack, xs, **{name: 1.5})  # checked without a key too
 
     with pytest.raises(TypeError, match="`resets` must be a bool array"):
         jrnn.rnn_apply(stack, xs, resets=np.zeros((2, 5), np.int32))

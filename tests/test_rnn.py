@@ -178,7 +178,8 @@ KEY = jax.random.key(0)
     (lambda: jrnn.SimpleRNN.init(KEY, 3, 4, activation="gelu"), ValueError,
      r"Unknown `activation` 'gelu'; expected one of \('tanh', 'relu', 'sigmoid', 'linear'\)"),
     (lambda: jrnn.GRU.init(KEY, 3, 4, initializer="he"), ValueError, r"Unknown `initializer` 'he'"),
-    (lambda: jrnn.LSTM.init(KEY, 3, 4, dtype=jnp.int32), TypeError, r"`dtype` must be a floating"),
+    (lambda: jrnn.LSTM.init(KEY, 3, 4, dtype=jnp.int32), TypeError,
+     r"`dtype` must be a real floating dtype .*; got int32"),
 ])
 def test_init_errors(call, exc, match):
     with pytest.raises(exc, match=match):
@@ -222,6 +223,25 @@ GRU_P = jrnn.GRU.init(KEY, 3, 4)
      r"`x` must have shape \[\.\.\., I\] with I = `input_size` \(=3\); got shape \(2, 4\)"),
     (lambda: jrnn.cell_apply(GRU_P, jnp.ones((2, 3)), jnp.zeros((1, 4))), ValueError,
      r"`h` must have shape \(2, 4\)"),
+    (lambda: jrnn.cell_apply(GRU_P, jnp.ones((2, 5, 3)), jnp.zeros((2, 4))), ValueError,  # a sequence
+     r"`x` must be one step, \[\.\.\., I\] with the batch axes of `h`; got shape \(2, 5, 3\).*`rnn_apply`"),
+    (lambda: jrnn.cell_apply(LSTM_P, jnp.ones((2, 3)), (jnp.zeros((2, 4)),) * 2), TypeError,
+     r"a plain tuple is refused: its order is ambiguous; build LSTMState\(h=\.\.\., c=\.\.\.\)"),
+    (lambda: jrnn.cell_apply(GRU_P, jnp.ones((2, 3)), jnp.zeros((2, 4)), reset=jnp.ones(3, bool)), ValueError,
+     r"`reset` must have shape \[\.\.\.\] \(the batch axes of `x`\) = \(2,\); got shape \(3,\)"),
+    (lambda: jrnn.rnn_apply(GRU_P, "abc"), TypeError,
+     r"`xs` must be a floating array of shape \[\.\.\., T, I\]; got str"),
+    (lambda: jrnn.rnn_apply(GRU_P, None), TypeError, r"`xs` must be a floating array.*got NoneType"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), reverse="no"), TypeError,
+     r"`reverse` must be a bool; got 'no'"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), time_major=2), TypeError,
+     r"`time_major` must be a bool; got 2"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), key=jnp.zeros(3, jnp.uint32)), TypeError,
+     r"`key` must be one PRNG key .* got ArrayImpl of shape \(3,\), dtype uint32"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), key=jax.random.split(KEY)), TypeError,
+     r"`key` must be one PRNG key"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), key=KEY, dropout=1.5), ValueError,
+     r"`dropout` must be a float in \[0, 1\]; got 1.5"),
 ])
 def test_input_errors_at_trace_time(call, exc, match):
     with pytest.raises(exc, match=match):

@@ -8,11 +8,11 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jrnn.cells.base import MatmulCell, check_init_args
+from jrnn.cells.base import MatmulCell, check_bool, check_init_args, pytree_dataclass
 from jrnn.initializers import rnn_weights
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class GRU(MatmulCell):
     """Params of a GRU cell (Keras `GRUCell`; `reset_after=True` is PyTorch's `nn.GRUCell`).
@@ -35,13 +35,24 @@ class GRU(MatmulCell):
 
     gates = 3
 
+    def check_settings(self) -> None:
+        # A static setting: a plain bool (np.bool_ becomes one), so that jit caches one entry per value.
+        object.__setattr__(self, "reset_after", check_bool("reset_after", self.reset_after))
+
+    def describe(self) -> str:
+        return f"GRU(reset_after={self.reset_after})"
+
+    def bias_layout(self) -> tuple:
+        """`[2, 3H]` (input and recurrent bias) with `reset_after`, else `[3H]`."""
+        return (2, ("H", 3)) if self.reset_after else (("H", 3),)
+
     @classmethod
     def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, reset_after: bool = True,
              use_bias: bool = True, initializer: str = "keras", dtype=jnp.float32) -> GRU:
         """Makes params: Keras' initializers by default, `initializer="pytorch"` for U(+-1/sqrt(H))."""
-        input_size, hidden_size, dtype = check_init_args(input_size, hidden_size, initializer, dtype)
-        if not isinstance(reset_after, bool):
-            raise TypeError(f"`reset_after` must be a bool; got {reset_after!r}")
+        input_size, hidden_size, dtype = check_init_args(key, input_size, hidden_size, initializer, dtype)
+        reset_after = check_bool("reset_after", reset_after)
+        use_bias = check_bool("use_bias", use_bias)
         bias_shape = ((2, 3 * hidden_size) if reset_after else (3 * hidden_size,)) if use_bias else None
         kernel, recurrent, bias = rnn_weights(
             key, input_size, hidden_size, 3, bias_shape, initializer, dtype)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn.cell import Cell, lift
-from jrnn.cells.base import check_init_args
+from jrnn.cells.base import check_bool, check_fields, check_init_args
 from jrnn.initializers import glorot_uniform, uniform
 
 
@@ -31,12 +31,23 @@ class MinCell(Cell):
     gates: ClassVar[int] = 1
     linear: ClassVar[bool] = True
 
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises `TypeError`/`ValueError` naming the field when the params do not fit together: run
+        where the params are built (their constructor, `dataclasses.replace`, `jrnn.load`)."""
+        G = self.gates
+        check_fields(self, type(self).__name__, (("kernel", ("I", ("H", G))), ("bias", (("H", G),))),
+                     optional=("bias",))
+
     @classmethod
     def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, use_bias: bool = True,
              initializer: str = "keras", dtype=jnp.float32):
         """Makes params: glorot-uniform kernel and zero bias, or `initializer="pytorch"` (nn.Linear's
         U(+-1/sqrt(I)))."""
-        input_size, hidden_size, dtype = check_init_args(input_size, hidden_size, initializer, dtype)
+        input_size, hidden_size, dtype = check_init_args(key, input_size, hidden_size, initializer, dtype)
+        use_bias = check_bool("use_bias", use_bias)
         k1, k2 = jax.random.split(key)
         shape = (input_size, cls.gates * hidden_size)
         if initializer == "keras":

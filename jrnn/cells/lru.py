@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 
 from jrnn.cell import Cell, lift
-from jrnn.cells.base import check_init_args
+from jrnn.cells.base import check_fields, check_init_args, check_real, pytree_dataclass
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class LRU(Cell):
     """Params of an LRU: a complex diagonal linear recurrence with a real readout.
@@ -22,8 +22,9 @@ class LRU(Cell):
 
     with the paper's exponential parametrisation `lambda = exp(-exp(nu_log) + i exp(theta_log))`
     (so `|lambda| < 1`: stable for any parameter values) and normalisation `gamma = exp(gamma_log)`,
-    initialised to `sqrt(1 - |lambda|^2)`. The state is complex (`complex64` for float32 params);
-    the output has the input's width, as in the paper. N is `hidden_size`.
+    initialised to `sqrt(1 - |lambda|^2)`. The state is complex (`complex128` for float64 params,
+    else `complex64`: bfloat16 params project and read out in bfloat16, and recur in `complex64`); the
+    output has the input's width, as in the paper. N is `hidden_size`.
 
     Attributes:
       nu_log, theta_log, gamma_log: `[N]`.
@@ -44,12 +45,24 @@ class LRU(Cell):
     linear = True
     has_readout = True
 
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises `TypeError`/`ValueError` naming the field when the params do not fit together: run
+        where the params are built (their constructor, `dataclasses.replace`, `jrnn.load`)."""
+        check_fields(self, "LRU", (("nu_log", ("N",)), ("theta_log", ("N",)), ("gamma_log", ("N",)),
+                                   ("B_re", ("I", "N")), ("B_im", ("I", "N")), ("C_re", ("N", "I")),
+                                   ("C_im", ("N", "I")), ("D", ("I",))))
+
     @classmethod
     def init(cls, key: jax.Array, input_size: int, hidden_size: int, *, r_min: float = 0.0,
              r_max: float = 1.0, max_phase: float = 2 * math.pi, dtype=jnp.float32) -> LRU:
         """The paper's initialisation: eigenvalues uniform on the ring `r_min <= |lambda| <= r_max`
         with phases in `[0, max_phase]`; `B`, `C` complex Glorot-like normals; `D` standard normal."""
-        input_size, hidden_size, dtype = check_init_args(input_size, hidden_size, "keras", dtype)
+        input_size, hidden_size, dtype = check_init_args(key, input_size, hidden_size, "keras", dtype)
+        r_min, r_max, max_phase = (check_real(n, v) for n, v in
+                                   (("r_min", r_min), ("r_max", r_max), ("max_phase", max_phase)))
         if not 0 <= r_min < r_max <= 1:
             raise ValueError(f"LRU needs 0 <= `r_min` < `r_max` <= 1; got r_min={r_min!r}, r_max={r_max!r}")
         if not max_phase > 0:
@@ -87,6 +100,11 @@ class LRU(Cell):
         return jnp.dtype(jnp.complex128 if self.dtype == jnp.float64 else jnp.complex64)
 
     @property
+    def _real_dtype(self):
+        """The real dtype of the state's parts (float32 for float32 and bfloat16 params)."""
+        return jnp.finfo(self.state_dtype).dtype
+
+    @property
     def output_dtype(self):
         return jnp.dtype(jnp.float64 if self.dtype == jnp.float64 else jnp.float32)
 
@@ -96,11 +114,14 @@ class LRU(Cell):
         gamma = jnp.exp(self.gamma_log)
         re, im = x @ self.B_re, x @ self.B_im
         gamma = lift(gamma, re.ndim)
-        return jax.lax.complex(gamma * re, gamma * im).astype(self.state_dtype)
+        real = self._real_dtype
+        return jax.lax.complex((gamma * re).astype(real), (gamma * im).astype(real))
 
     def coefficients(self, gx: jax.Array) -> tuple[jax.Array, jax.Array]:
         """`a = lambda` (the same at every step), `b = gx`; each complex `[..., N]`."""
-        lam = jnp.exp(jax.lax.complex(-jnp.exp(self.nu_log), jnp.exp(self.theta_log)))
+        real = self._real_dtype
+        nu, theta = self.nu_log.astype(real), self.theta_log.astype(real)
+        lam = jnp.exp(jax.lax.complex(-jnp.exp(nu), jnp.exp(theta)))
         return jnp.broadcast_to(lam.astype(gx.dtype), gx.shape), gx
 
     def readout(self, out: jax.Array, x: jax.Array) -> jax.Array:

@@ -8,7 +8,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jrnn.cells.base import MatmulCell, check_init_args
+from jrnn.cells.base import MatmulCell, check_bool, check_init_args, pytree_dataclass
 from jrnn.initializers import rnn_weights
 
 
@@ -19,7 +19,7 @@ class LSTMState(NamedTuple):
     c: jax.Array
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class LSTM(MatmulCell):
     """Params of an LSTM cell (Keras `LSTMCell`, PyTorch `nn.LSTMCell` with `b_ih + b_hh` summed).
@@ -46,7 +46,9 @@ class LSTM(MatmulCell):
         et al., 2015: the cell remembers by default early in training), the other biases at 0. With
         `initializer="pytorch"` every array is U(+-1/sqrt(H)) and `unit_forget_bias` is ignored.
         """
-        input_size, hidden_size, dtype = check_init_args(input_size, hidden_size, initializer, dtype)
+        input_size, hidden_size, dtype = check_init_args(key, input_size, hidden_size, initializer, dtype)
+        use_bias = check_bool("use_bias", use_bias)
+        unit_forget_bias = check_bool("unit_forget_bias", unit_forget_bias)
         kernel, recurrent, bias = rnn_weights(
             key, input_size, hidden_size, 4, (4 * hidden_size,) if use_bias else None, initializer, dtype)
         if bias is not None and initializer == "keras" and unit_forget_bias:

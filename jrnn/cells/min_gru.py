@@ -8,10 +8,11 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from jrnn.cells.base import pytree_dataclass
 from jrnn.cells.linear import MinCell, g
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class MinGRU(MinCell):
     """Params of a minGRU cell: `h' = (1 - z) * h + z * g(h~)`, `z = sigmoid(x W_z + b_z)`,

@@ -8,10 +8,11 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from jrnn.cells.base import pytree_dataclass
 from jrnn.cells.linear import MinCell, g
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class MinLSTM(MinCell):
     """Params of a minLSTM cell: `h' = f' * h + i' * g(h~)` with `f = sigmoid(x W_f + b_f)`,

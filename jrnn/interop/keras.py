@@ -72,10 +72,14 @@ def to_keras(params):
       turn, which `keras.layers.RNN([cells...])` and a `keras.Sequential` of the layers both take.
 
     Raises:
-      TypeError: `params` is not jrnn params.
+      TypeError: `params` is not jrnn params, or holds a cell Keras has no layer for (MinGRU, MinLSTM,
+        LRU, a user's cell).
       ValueError: a `Stack` with `residual=True` (Keras' recurrent layers have no skip connections).
     """
     if isinstance(params, Cell):
+        if not isinstance(params, (SimpleRNN, LSTM, GRU)):
+            raise TypeError(f"`params` is of type {type(params).__name__}: Keras has no such layer (its "
+                            "SimpleRNN, LSTM and GRU layers hold jrnn's SimpleRNN, LSTM and GRU only)")
         return [np.array(a, copy=True) for a in (params.kernel, params.recurrent_kernel, params.bias)
                 if a is not None]
     if isinstance(params, Bidirectional):

@@ -95,7 +95,8 @@ def to_torch(params, *, cell=False):
       LSTM bias goes to `bias_ih` and `bias_hh` is zeros, so `from_torch(to_torch(p))` equals `p` exactly.
 
     Raises:
-      TypeError: `params` is not jrnn params.
+      TypeError: `params` is not jrnn params, or holds a cell PyTorch has no layer for (MinGRU, MinLSTM,
+        LRU, a user's cell).
       ValueError: params PyTorch cannot express, with what differs.
     """
     import torch
@@ -267,6 +268,9 @@ def _diff(a: dict, b: dict, what_a: str, what_b: str) -> str:
 def _check_cell(c, where: str) -> None:
     if not isinstance(c, Cell):
         raise TypeError(f"{where} must be a jrnn cell (SimpleRNN, LSTM, GRU); got {type(c).__name__}")
+    if not isinstance(c, (SimpleRNN, LSTM, GRU)):
+        raise TypeError(f"{where} is of type {type(c).__name__}: PyTorch has no such layer (nn.RNN, "
+                        "nn.LSTM and nn.GRU hold jrnn's SimpleRNN, LSTM and GRU only)")
     if isinstance(c, SimpleRNN) and c.activation not in ("tanh", "relu"):
         raise ValueError(f"{where}: SimpleRNN `activation` {c.activation!r} has no PyTorch equivalent; "
                          "nn.RNN supports 'tanh' and 'relu'")
