@@ -24,6 +24,14 @@ accuracy, `jrnn.save`; there is no validation split, so that choice looks at the
 reported as final is the last epoch's), `curves.png` (loss and test accuracy per epoch) and
 `results.json`.
 
+Resuming: `--checkpoint PATH` rewrites the whole training state (params, optax state, epoch, step, the
+dropout key, the shuffling generator, history, best params; see `training_state`) to PATH after every
+epoch, with `jrnn.save`, and resumes from PATH when it exists; `--stop-after N` stops after epoch N (the
+schedule still spans `--epochs`). Resuming gives the same params, bit for bit, as a run never stopped:
+
+    python examples/digits.py --checkpoint runs/digits/state.ckpt --stop-after 10   # epochs 1-10
+    python examples/digits.py --checkpoint runs/digits/state.ckpt                   # epochs 11-30
+
 Measured (2 shared CPU cores, jax 0.10.2; final-epoch test accuracy, mean (min) over seeds 0-4, 30 epochs):
 the defaults reach 99.3% (98.9%) in 10-15 s of wall time, compile included. Each change from them alone:
 unidirectional 98.6% (98.1%); no label smoothing 98.4% (97.5%); mean-of-outputs readout 97.4% (96.7%);
@@ -225,6 +233,20 @@ def replicate(mesh: Mesh, fn, *args):
     return jax.jit(fn, out_shardings=NamedSharding(mesh, P()))(*args)
 
 
+def training_state(cfg: Config, epoch: int, step: int, params, opt_state, dropout_key: jax.Array,
+                   rng: np.random.Generator, history: dict[str, list], best: tuple) -> dict[str, Any]:
+    """Everything a run needs to go on after `epoch` epochs, as one pytree for `jrnn.save`.
+
+    Its structure depends on `cfg` only (the history is padded with NaN to `cfg.epochs`), so the state
+    of a fresh run is the template `jrnn.load(path, like=...)` checks a saved one against.
+    """
+    pad = [math.nan] * (cfg.epochs - epoch)
+    return {"config": dataclasses.asdict(cfg), "epoch": epoch, "step": step, "params": params,
+            "opt_state": opt_state, "dropout_key": dropout_key, "shuffle": rng.bit_generator.state,
+            "history": {k: np.asarray(v[:epoch] + pad, np.float64) for k, v in history.items()},
+            "best": {"accuracy": best[0], "epoch": best[1], "params": best[2]}}
+
+
 def padded_test_set(data: dict[str, np.ndarray], multiple: int):
     """The test set padded with zeros to a multiple of `multiple` rows, and the bool mask of real rows."""
     x, y = data["x_test"], data["y_test"]
@@ -235,10 +257,14 @@ def padded_test_set(data: dict[str, np.ndarray], multiple: int):
 
 
 def train(cfg: Config, data: dict[str, np.ndarray], mesh: Mesh, *, progress: bool = True,
-          verbose: bool = True) -> dict[str, Any]:
+          verbose: bool = True, state_path: Optional[str] = None,
+          stop_after: Optional[int] = None) -> dict[str, Any]:
     """Trains from `cfg.seed`; returns the last and best params, the per-epoch history and timings.
 
-    `progress` shows a tqdm bar, `verbose` prints a line per epoch (both on process 0 only).
+    `progress` shows a tqdm bar, `verbose` prints a line per epoch (both on process 0 only). With
+    `state_path`, the run resumes from the `training_state` saved there if there is one (of the same
+    `cfg`; ValueError otherwise) and saves its state there after every epoch (process 0 only). It stops
+    after epoch `stop_after` when given.
     """
     n_dev = mesh.devices.size
     if cfg.batch_size % n_dev:
@@ -257,6 +283,27 @@ def train(cfg: Config, data: dict[str, np.ndarray], mesh: Mesh, *, progress: boo
     opt_state = replicate(mesh, optimizer.init, params)
     test = shard_batch(mesh, *padded_test_set(data, n_dev))
     rng = np.random.default_rng(cfg.seed)
+    history: dict[str, list] = {"loss": [], "test_accuracy": [], "samples_per_s": []}
+    best = (-1.0, 0, jax.device_get(params))  # (accuracy, epoch, params on the host)
+    step, done = 0, 0
+    if state_path is not None and os.path.exists(state_path):
+        like = training_state(cfg, 0, 0, params, opt_state, k_dropout, rng, history, best)
+        saved = jrnn.load(state_path)  # plain containers: read first for a clear message on other flags
+        theirs = saved.get("config") if isinstance(saved, dict) else None
+        theirs = theirs if isinstance(theirs, dict) else {}
+        if theirs != like["config"]:
+            changed = sorted(k for k in like["config"].keys() | theirs.keys()
+                             if k not in theirs or k not in like["config"] or theirs[k] != like["config"][k])
+            raise ValueError(f"`state_path` {state_path!r} holds a run with other settings "
+                             f"({', '.join(changed)}); pass the same flags, or another --checkpoint")
+        state = jrnn.load(state_path, like=like)  # ValueError unless every leaf fits the fresh state's
+        done, step = state["epoch"], state["step"]
+        params, opt_state, k_dropout = replicate(mesh, lambda *a: a, state["params"], state["opt_state"],
+                                                 state["dropout_key"])
+        rng.bit_generator.state = state["shuffle"]
+        history = {k: v[:done].tolist() for k, v in state["history"].items()}
+        best = (state["best"]["accuracy"], state["best"]["epoch"], state["best"]["params"])
+    last = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
 
     # Compile ahead of time, so that the throughput below is the training's alone.
     t0 = time.perf_counter()
@@ -265,12 +312,9 @@ def train(cfg: Config, data: dict[str, np.ndarray], mesh: Mesh, *, progress: boo
     evaluate = evaluate.lower(params, *test).compile()
     compile_s = time.perf_counter() - t0
 
-    history: dict[str, list] = {"loss": [], "test_accuracy": [], "samples_per_s": []}
-    best = (-1.0, 0, None)  # (accuracy, epoch, params on the host)
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, unit="step", dynamic_ncols=True,
-               disable=not progress or jax.process_index() > 0)
-    step = 0
-    for epoch in range(1, cfg.epochs + 1):
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=done * steps_per_epoch, unit="step",
+               dynamic_ncols=True, disable=not progress or jax.process_index() > 0)
+    for epoch in range(done + 1, last + 1):
         order = rng.permutation(len(x_train))
         losses = []
         t0 = time.perf_counter()
@@ -294,6 +338,9 @@ def train(cfg: Config, data: dict[str, np.ndarray], mesh: Mesh, *, progress: boo
                       f"{throughput:,.0f} samples/s")
         if accuracy > best[0]:  # a host copy: the next step donates (deletes) these buffers
             best = (accuracy, epoch, jax.device_get(params))
+        if state_path is not None and not jax.process_index():
+            jrnn.save(state_path, training_state(cfg, epoch, step, params, opt_state, k_dropout, rng,
+                                                 history, best))
     bar.close()
     # Throughput: the median over epochs (compilation, done above, is not in it).
     return {"params": params, "best_params": best[2], "best_accuracy": best[0], "best_epoch": best[1],
@@ -395,6 +442,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first (one process per host)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="the training state: resumed from when PATH exists, rewritten after every epoch")
+    p.add_argument("--stop-after", type=POSITIVE_INT, default=None, metavar="N",
+                   help="stop after epoch N (with --checkpoint, to resume later)")
     return p
 
 
@@ -417,6 +468,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         parser.error(f"--devices {args.devices}: only {jax.device_count()} device(s) available")
     mesh = make_mesh(args.devices)
     n_dev = mesh.devices.size
+    if args.stop_after is not None and args.checkpoint is None:
+        parser.error("--stop-after needs --checkpoint (where to save the state to resume from)")
     if args.batch_size % n_dev:
         parser.error(f"--batch-size {args.batch_size} must be a multiple of the device count ({n_dev})")
     cfg = config_from_args(args)
@@ -437,7 +490,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     os.makedirs(args.out, exist_ok=True)
     ckpt, png, report = (os.path.join(args.out, name) for name in ("best.ckpt", "curves.png", "results.json"))
-    out = train(cfg, data, mesh, progress=args.progress)
+    out = train(cfg, data, mesh, progress=args.progress, state_path=args.checkpoint,
+                stop_after=args.stop_after)
     if lead:
         jrnn.save(ckpt, out["best_params"])
         plot_curves(out["history"], png, f"digits, {'pixels' if cfg.pixels else 'rows'}: {model}")
@@ -446,7 +500,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     results = {"test_accuracy": final, "best_accuracy": out["best_accuracy"], "best_epoch": out["best_epoch"],
                "wall_s": wall_s, "compile_s": out["compile_s"], "samples_per_s": out["samples_per_s"],
                "devices": n_dev, "config": dataclasses.asdict(cfg), "history": out["history"],
-               "checkpoint": ckpt, "plot": png}
+               "checkpoint": ckpt, "state": args.checkpoint, "plot": png}
     if lead:
         with open(report, "w") as f:
             json.dump(results, f, indent=1)
