@@ -1,6 +1,9 @@
 """Padding that holds garbage, and resets: against a Python loop over `cell_apply` (`tests/reference.py`)."""
 
+import contextlib
 import functools
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +12,9 @@ import pytest
 from reference import apply, loop
 
 import jrnn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import custom_cell  # noqa: E402
 
 B, T, I, H = 2, 5, 2, 3
 LENGTHS = np.array([3, 0])  # one sequence cut, one all padding
@@ -38,7 +44,15 @@ CASES = {
     "minlstm_sequential": (lambda: jrnn.MinLSTM.init(KEYS[0], I, H), dict(mode="sequential")),
     "lru_parallel": (lambda: jrnn.LRU.init(KEYS[0], I, H), dict(mode="parallel")),
     "stack_bidirectional_residual": (_stack, dict(unroll=2)),
+    # User-defined cells (examples/custom_cell.py): project + recur, and a whole `step`.
+    "custom_peephole_chunks": (lambda: custom_cell.PeepholeLSTM.init(KEYS[0], I, H), dict(unroll=2)),
+    "custom_indrnn_step_reverse": (lambda: custom_cell.IndRNN.init(KEYS[0], I, H), dict(reverse=True)),
 }
+
+
+def _promotion(name):
+    """The example cells broadcast `[H]` weights over the batch, as users write them (conftest forbids it)."""
+    return jax.numpy_rank_promotion("allow") if name.startswith("custom") else contextlib.nullcontext()
 
 
 @functools.cache
@@ -51,7 +65,9 @@ def _run(name):
         ys, h = jrnn.rnn_apply(p, xs, lengths=LENGTHS, **kw)
         return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(jnp.cos(jnp.real(a))) for a in jax.tree.leaves(h)), ys
 
-    (_, ys), (gp, gx) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, _garbage(xs))
+    step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+    with _promotion(name):
+        (_, ys), (gp, gx) = step(params, _garbage(xs))
     return params, xs, kw, ys, gp, gx
 
 
@@ -74,7 +90,9 @@ def test_garbage_in_the_padding_reaches_no_output_and_no_gradient(name):
             return loss, want
 
     clean = jnp.where((np.arange(T)[None, :] < lengths[:, None])[..., None], xs, 0.0)
-    (_, want), (gp_want, gx_want) = jax.value_and_grad(ref_loss, argnums=(0, 1), has_aux=True)(params, clean)
+    with _promotion(name):
+        (_, want), (gp_want, gx_want) = jax.value_and_grad(ref_loss, argnums=(0, 1), has_aux=True)(
+            params, clean)
     np.testing.assert_allclose(ys, want, rtol=2e-5, atol=2e-6)
     for g, w in zip(jax.tree.leaves(gp), jax.tree.leaves(gp_want), strict=True):
         np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-5)
