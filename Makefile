@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo tutorial bench clean
+.PHONY: test demo tutorial bench docs clean
 
 # .venv with one extra installed: .venv/.test, .venv/.bench, .venv/.demo
 $(VENV)/.%: pyproject.toml
@@ -24,6 +24,10 @@ bench: $(VENV)/.bench
 # The main job: train a jrnn classifier on sequential digits (under a minute on 2 cores).
 demo: $(VENV)/.demo
 	$(PY) examples/digits.py
+
+# The API reference, built from the docstrings into docs/api (not committed).
+docs: $(VENV)/.docs
+	$(VENV)/bin/pdoc jrnn -o docs/api --docformat google
 
 tutorial: $(VENV)/.test
 	$(PY) examples/tutorial.py
