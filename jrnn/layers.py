@@ -8,6 +8,7 @@ Both composites are frozen dataclass pytrees like the cells, checked once where 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import NamedTuple, Optional, Union
 
 import jax
@@ -35,13 +36,15 @@ class Bidirectional:
 
     The backward cell runs with `reverse=True` (only the valid part when `lengths` is given); its
     outputs come back in the original time order. `merge` is static: "concat" (`[..., 2H]`, forward
-    first), "sum", "mul", "ave", or None (the pair `(ys_forward, ys_backward)`). State: the pair
-    `(forward_state, backward_state)`.
+    first), "sum", "mul", "ave", None (the pair `(ys_forward, ys_backward)`), or a function
+    `merge(ys_forward [..., F], ys_backward [..., F']) -> [..., F'']` (Flax's `merge_fn`; define it
+    once: a new function is a new setting, so a new compilation under jit; it cannot be saved).
+    State: the pair `(forward_state, backward_state)`.
     """
 
     forward: Cell
     backward: Cell
-    merge: Optional[str] = dataclasses.field(default="concat", metadata=dict(static=True))
+    merge: Union[str, Callable, None] = dataclasses.field(default="concat", metadata=dict(static=True))
 
     def __post_init__(self):
         self.validate()
@@ -52,19 +55,24 @@ class Bidirectional:
             error = _layer_error(f"{name}.{part}", getattr(self, part), in_stack=False)
             if error:
                 raise TypeError(error)
-        check_choice(f"{name}.merge" if name != "Bidirectional" else "merge", self.merge, MERGE_MODES)
+        if not callable(self.merge):
+            check_choice(f"{name}.merge" if name != "Bidirectional" else "merge", self.merge, MERGE_MODES)
         f, b = self.forward, self.backward
-        if f.input_size != b.input_size or (self.merge != "concat" and f.output_size != b.output_size):
+        same_width = self.merge == "concat" or callable(self.merge)  # a function decides for itself
+        if callable(self.merge):
+            self.output_size  # noqa: B018 (raises TypeError when the function does not give one array)
+        if f.input_size != b.input_size or (not same_width and f.output_size != b.output_size):
             raise ValueError(f"`{name}.forward` and `.backward` must take the same input size and give the "
                              f"same output size; got {f.input_size}->{f.output_size} and "
                              f"{b.input_size}->{b.output_size}")
 
     @classmethod
     def init(cls, key: jax.Array, kind: type, input_size: int, hidden_size: int, *,
-             merge: Optional[str] = "concat", **options) -> Bidirectional:
+             merge: Union[str, Callable, None] = "concat", **options) -> Bidirectional:
         """Two cells of class `kind` (e.g. `jrnn.LSTM`), each made by `kind.init(..., **options)`."""
         check_key(key)
-        check_choice("merge", merge, MERGE_MODES)
+        if not callable(merge):
+            check_choice("merge", merge, MERGE_MODES)
         kf, kb = jax.random.split(key)
         return cls(kind.init(kf, input_size, hidden_size, **options),
                    kind.init(kb, input_size, hidden_size, **options), merge)
@@ -84,6 +92,13 @@ class Bidirectional:
     def output_size(self) -> int:
         if self.merge == "concat":
             return self.forward.output_size + self.backward.output_size
+        if callable(self.merge):
+            f, b = (jax.ShapeDtypeStruct((1, c.output_size), c.dtype) for c in (self.forward, self.backward))
+            out = jax.eval_shape(self.merge, f, b)
+            if not isinstance(out, jax.ShapeDtypeStruct) or out.shape[:-1] != (1,):
+                raise TypeError(f"`merge` must map two arrays [..., F] to one array [..., F'']; for inputs "
+                                f"of shape (1, {f.shape[1]}) and (1, {b.shape[1]}) it gives {out}")
+            return out.shape[-1]
         return self.forward.output_size
 
 
@@ -125,8 +140,8 @@ class Stack:
 
     @classmethod
     def init(cls, key: jax.Array, kind: type, input_size: int, hidden_size: int, num_layers: int, *,
-             bidirectional: bool = False, merge: Optional[str] = "concat", residual: bool = False,
-             **options) -> Stack:
+             bidirectional: bool = False, merge: Union[str, Callable, None] = "concat",
+             residual: bool = False, **options) -> Stack:
         """`num_layers` layers of `kind`, as PyTorch's `nn.LSTM(I, H, num_layers, bidirectional=...)`.
 
         Layer 0 takes `input_size` features, the next ones the previous layer's output width
@@ -136,7 +151,7 @@ class Stack:
         num_layers = check_positive_int("num_layers", num_layers)
         bidirectional = check_bool("bidirectional", bidirectional)
         check_bool("residual", residual)
-        if bidirectional:
+        if bidirectional and not callable(merge):
             check_choice("merge", merge, MERGE_MODES[:-1])
         layers, size = [], input_size
         for k in jax.random.split(key, num_layers):
@@ -249,8 +264,10 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Op
     return run_cell(params, xs, h0, k=k, reverse=reverse, masks=masks, remat=remat, mode=mode)
 
 
-def merge(mode: Optional[str], yf: jax.Array, yb: jax.Array):
-    """Keras' `merge_mode`: "concat", "sum", "mul", "ave", or None for the pair."""
+def merge(mode: Union[str, Callable, None], yf: jax.Array, yb: jax.Array):
+    """Keras' `merge_mode`: "concat", "sum", "mul", "ave", None for the pair; or a function of the two."""
+    if callable(mode):
+        return mode(yf, yb)
     if mode == "concat":
         return jnp.concatenate([yf, yb], axis=-1)
     if mode == "sum":

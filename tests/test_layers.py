@@ -672,3 +672,33 @@ def test_reset_state_restores_zeros_while_h0_is_carried():
         np.testing.assert_allclose(ys[:, 2:], alone, rtol=1e-5, atol=1e-6)
         head, _ = jrnn.rnn_apply(p, xs[:, :2], carried)
         np.testing.assert_allclose(ys[:, :2], head, rtol=1e-5, atol=1e-6)
+
+
+def _gated(yf, yb):
+    """A merge function (Flax's `merge_fn`) of width 2H + 1 from two [..., H]."""
+    return jnp.concatenate([yf * jax.nn.sigmoid(yb), yf - yb, yb[..., :1]], axis=-1)
+
+
+def test_merge_function_of_the_two_directions_inside_a_stack(tmp_path):
+    """`merge=fn` gives fn(forward outputs, backward outputs), each direction a Python loop over
+    `cell_apply`; a Stack reads the next layer's input width off the function."""
+    from reference import apply
+
+    k0, k1, k2 = jax.random.split(jax.random.key(0), 3)
+    bi = jrnn.Bidirectional(jrnn.GRU.init(k0, 3, 4), jrnn.LSTM.init(k1, 3, 4), merge=_gated)
+    assert bi.output_size == 9
+    stack = jrnn.Stack((bi, jrnn.SimpleRNN.init(k2, 9, 5)))
+    xs, lengths = jnp.asarray(rand((2, 6, 3))), np.array([6, 2])
+    ys, (h_bi, h_2) = jax.jit(jrnn.rnn_apply)(stack, xs, lengths=lengths)
+
+    yf, hf = apply(bi.forward, xs, lengths=lengths)
+    yb, hb = apply(bi.backward, xs, reverse=True, lengths=lengths)
+    want_2, want_h2 = apply(stack.layers[1], _gated(yf, yb), lengths=lengths)
+    for got, want in zip(jax.tree.leaves((ys, h_bi, h_2)), jax.tree.leaves((want_2, (hf, hb), want_h2)),
+                         strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    with pytest.raises(TypeError, match=r"`merge` must map two arrays \[\.\.\., F\] to one array"):
+        jrnn.Bidirectional(bi.forward, bi.backward, merge=lambda f, b: (f, b))
+    with pytest.raises(TypeError, match=r"Cannot save `params\.layers\[0\]\.merge`: a static setting"):
+        jrnn.save(tmp_path / "fn.ckpt", stack)
