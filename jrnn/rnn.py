@@ -15,6 +15,7 @@ import numpy as np
 
 from jrnn import policy
 from jrnn.cell import Cell
+from jrnn.cells.base import check_key
 from jrnn.layers import Bidirectional, Dropout, Params, Stack, cells_of, run
 from jrnn.loop import valid_steps
 
@@ -168,12 +169,8 @@ def _check_dropout(key, dropout, recurrent_dropout, layer_dropout) -> Dropout:
         elif isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.floating)) \
                 or not 0 <= rate <= 1:
             raise ValueError(f"`{name}` must be a float in [0, 1]; got {rate!r}")
-    if key is not None and not (hasattr(key, "dtype") and (
-            (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ())
-            or (key.dtype == jnp.uint32 and key.shape == (2,)))):
-        raise TypeError(f"`key` must be one PRNG key (jax.random.key(...), or a raw uint32 key of shape "
-                        f"(2,)) or None; got {_describe(key)}" + (
-                            f", dtype {key.dtype}" if hasattr(key, "dtype") else ""))
+    if key is not None:
+        check_key(key)
     return Dropout(*(r if isinstance(r, jax.core.Tracer) else float(r) for r in rates))
 
 

@@ -239,9 +239,9 @@ GRU_P = jrnn.GRU.init(KEY, 3, 4)
     (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), time_major=2), TypeError,
      r"`time_major` must be a bool; got 2"),
     (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), key=jnp.zeros(3, jnp.uint32)), TypeError,
-     r"`key` must be one PRNG key .* got ArrayImpl of shape \(3,\), dtype uint32"),
-    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), key=jax.random.split(KEY)), TypeError,
-     r"`key` must be one PRNG key"),
+     r"`key` must be a PRNG key .*; got an array of dtype uint32 and shape \(3,\)"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), key=jax.random.split(KEY)), ValueError,
+     r"`key` must be one PRNG key; got a key array of shape \(2,\)"),
     (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), key=KEY, dropout=1.5), ValueError,
      r"`dropout` must be a float in \[0, 1\]; got 1.5"),
 ])

@@ -73,7 +73,8 @@ def check_real(name: str, value) -> float:
 
 
 def check_key(key) -> None:
-    """`key` is one PRNG key: `jax.random.key(0)` (typed) or `jax.random.PRNGKey(0)` (raw uint32)."""
+    """`key` is one PRNG key: `jax.random.key(0)` (typed) or `jax.random.PRNGKey(0)` (raw uint32 `[2]`).
+    The one check of `init`'s and `rnn_apply`'s keys."""
     dtype = getattr(key, "dtype", None)
     shape = tuple(getattr(key, "shape", ()))
     if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
@@ -81,7 +82,7 @@ def check_key(key) -> None:
             raise ValueError(f"`key` must be one PRNG key; got a key array of shape {shape} "
                              "(split it, or `jax.vmap` over it)")
         return
-    if dtype is not None and str(dtype) == "uint32" and len(shape) == 1:
+    if dtype is not None and str(dtype) == "uint32" and shape == (2,):
         return
     what = f"an array of dtype {dtype} and shape {shape}" if dtype is not None else repr(key)
     raise TypeError(f"`key` must be a PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)); got {what}")
