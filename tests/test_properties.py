@@ -5,7 +5,7 @@ lengths (0 and T included), resets, h0, reset_state, remat and mode; outputs, fi
 gradients with respect to params, inputs and h0 must equal the loop's, in float64. A failing example is
 shrunk and printed. Examples are derandomised (the same ones on every run) and the arrays come from a
 drawn seed, so a failure reproduces from the printed example alone. `JRNN_PROPERTY_EXAMPLES` sets the
-number of examples (100 by default).
+number of examples (60 by default).
 """
 
 import functools
@@ -181,9 +181,9 @@ def _check(cfg: Config):
         jax.tree.map(close, gh, batched(gh_want))
 
 
-# Each example compiles its own program (~1.3 s on 2 cores): 100 keep `make test` under its budget;
+# Each example compiles its own program (~1.3 s on 2 cores): 60 keep `make test` under its budget;
 # `JRNN_PROPERTY_EXAMPLES=400 make test` runs more.
-EXAMPLES = int(os.environ.get("JRNN_PROPERTY_EXAMPLES", "100"))
+EXAMPLES = int(os.environ.get("JRNN_PROPERTY_EXAMPLES", "60"))
 
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
