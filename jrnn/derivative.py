@@ -31,12 +31,13 @@ State = Any
 
 
 def run_fused(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool,
-              valid: Optional[jax.Array] = None) -> tuple[jax.Array, State]:
-    """`jrnn.steps.scan_cell` with this module's derivative: `(ys [T, B, F], h_T)`."""
+              valid: Optional[jax.Array] = None, states: bool = False) -> tuple[Any, State]:
+    """`jrnn.steps.scan_cell` with this module's derivative: `(ys [T, B, F], h_T)`, with `states`
+    `((ys, hs), h_T)`, `hs` the state after each step."""
 
     @jax.custom_jvp
     def run(cell, xs, h0, valid):
-        h, ys = scan_cell(cell, xs, h0, k=k, reverse=reverse, valid=valid)
+        h, ys = scan_cell(cell, xs, h0, k=k, reverse=reverse, valid=valid, states=states)
         return ys, h
 
     @run.defjvp
@@ -60,17 +61,18 @@ def run_fused(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool,
         def chunk(dh, dgx_c, dz_c, u_c, prev_c, ok_c):
             n = dgx_c.shape[0]
             dgx_c, dz_c = unstack(dgx_c), None if dz_c is None else unstack(dz_c)
-            douts = [None] * n
+            douts, dhs = [None] * n, [None] * n
             for j in (reversed(range(n)) if reverse else range(n)):
                 dz = jax.lax.dot_general(cell.hidden(dh).astype(wt.dtype), wt, (((1,), (1,)), ((), ())))
                 du = (dgx_c[j] + dz, None) if cell.additive else (dgx_c[j], dz_c[j] + dz)
                 ok = None if ok_c is None else ok_c[j]
                 step = lambda u, p, ok=ok: masked_step(lambda h: cell.activate(*u, h), p, ok)  # noqa: E731
                 douts[j], dh = jax.jvp(step, (at(u_c, j), at(prev_c, j)), (du, dh))[1]
-            return dh, stack(douts)
+                dhs[j] = dh
+            return dh, ((stack(douts), stack(dhs)) if states else stack(douts))
 
         dh, dys = walk(chunk, dh0, (dgx, dz_in, us, prev, valid), k, reverse)
-        return (ys, h), (dys, dh)
+        return ((ys, hs) if states else ys, h), (dys, dh)
 
     return run(cell, xs, h0, valid)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from jrnn.cell import Cell
 from jrnn.cells.base import check_bool, check_choice, check_key, check_positive_int, pytree_dataclass
-from jrnn.loop import Masks, run_cell, valid_steps
+from jrnn.loop import Masks, run_cell
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
@@ -214,15 +214,18 @@ def _mask(key, rate, shape, dtype) -> Optional[jax.Array]:
     return keep.astype(dtype) * scale
 
 
-def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Optional[jax.Array],
+def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, valid: Optional[jax.Array],
         resets: Optional[jax.Array], key: Optional[jax.Array], dropout: Dropout,
-        remat: Optional[int] = None, mode: str = "auto", reset_state=None):
-    """Runs any params on flat time-major `xs [T, B, I]` and flat state; returns `(ys, h_T)`.
+        remat: Optional[int] = None, mode: str = "auto", reset_state=None, states: bool = False):
+    """Runs any params on flat time-major `xs [T, B, I]` and flat state; returns `(ys, h_T)`, or with
+    `states` `(ys, hs)`: the state after every step, structured as `h0` with `[T, B, F]` leaves.
 
-    `reset_state` (same structure as `h0`, or None for zeros) is what `resets` restores.
+    `valid [T, B]` (or None) is False at the steps to skip (padding, masked steps): such a step keeps
+    the state and outputs zeros. `reset_state` (same structure as `h0`, or None for zeros) is what
+    `resets` restores.
     """
     sub = lambda i: None if reset_state is None else reset_state[i]  # noqa: E731
-    kw = dict(k=k, lengths=lengths, resets=resets, dropout=dropout, remat=remat, mode=mode)
+    kw = dict(k=k, valid=valid, resets=resets, dropout=dropout, remat=remat, mode=mode, states=states)
     if isinstance(params, Bidirectional):
         kf, kb = (None, None) if key is None else jax.random.split(key)
         yf, hf = run(params.forward, xs, h0[0], reverse=reverse, key=kf, reset_state=sub(0), **kw)
@@ -236,8 +239,8 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Op
             ys, h = run(layer, xs, h, reverse=reverse, key=kl, reset_state=sub(i), **kw)
             if params.residual and layer.input_size == layer.output_size:
                 ys = ys + xs.astype(ys.dtype)
-                if lengths is not None:
-                    ys = jnp.where(valid_steps(lengths, xs.shape[0])[..., None], ys, jnp.zeros_like(ys))
+                if valid is not None:
+                    ys = jnp.where(valid[..., None], ys, jnp.zeros_like(ys))
             if i < len(params.layers) - 1:
                 m = _mask(kd, dropout.layer, ys.shape, ys.dtype)
                 ys = ys if m is None else ys * m
@@ -246,12 +249,11 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Op
         return xs, tuple(states)
     T, B, _ = xs.shape
     k_in, k_rec = (None, None) if key is None else jax.random.split(key)
-    valid = None if lengths is None else valid_steps(lengths, T)
     if resets is not None:
-        if valid is not None:  # a flag on a padded step starts no episode (filtered before the shift)
+        if valid is not None:  # a flag on a skipped step starts no episode (filtered before the shift)
             resets = resets & valid
-        if reverse:  # reset before step t when step t + 1 starts an episode
-            resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
+        if reverse:  # reset before step t when the next step run after it starts an episode
+            resets = _reverse_resets(resets, valid)
     h_reset = params.zero_state((B,)) if reset_state is None else reset_state
     rec_mask = None
     if params.recurrent_dropout and k_rec is not None:  # the width of what enters the recurrent matmul
@@ -261,7 +263,21 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, lengths: Op
                   h_reset=None if resets is None else h_reset,
                   in_mask=_mask(k_in, dropout.input, (B, params.input_size), params.dtype),
                   rec_mask=rec_mask)
-    return run_cell(params, xs, h0, k=k, reverse=reverse, masks=masks, remat=remat, mode=mode)
+    return run_cell(params, xs, h0, k=k, reverse=reverse, masks=masks, remat=remat, mode=mode, states=states)
+
+
+def _reverse_resets(resets: jax.Array, valid: Optional[jax.Array]) -> jax.Array:
+    """A reverse run's reset flags `[T, B]`: before step `t` where the next valid step after `t` (in time
+    order; `t + 1` without skipped steps) starts an episode, so that each episode runs on its own."""
+    T = resets.shape[0]
+    if valid is None:
+        return jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
+    steps = jnp.arange(T, dtype=jnp.int32)[:, None]
+    # The first valid step after t: a reversed running minimum of the valid steps' indices (T: none).
+    after = jax.lax.cummin(jnp.where(valid, steps, T), axis=0, reverse=True)
+    after = jnp.concatenate([after[1:], jnp.full_like(after[:1], T)])
+    flags = jnp.concatenate([resets, jnp.zeros_like(resets[:1])])  # row T: no step, no episode
+    return valid & jnp.take_along_axis(flags, after, axis=0)
 
 
 def merge(mode: Union[str, Callable, None], yf: jax.Array, yb: jax.Array):

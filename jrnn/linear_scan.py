@@ -21,7 +21,8 @@ def combine(earlier, later):
 def run_parallel(cell, xs: jax.Array, h0: jax.Array, *, reverse: bool, valid: Optional[jax.Array] = None,
                  resets: Optional[jax.Array] = None, h_reset: Optional[jax.Array] = None,
                  ) -> tuple[jax.Array, jax.Array]:
-    """`linear` `cell` over `xs [T, B, I]` (inputs already dropped out): `(ys [T, B, H], h_T)`.
+    """`linear` `cell` over `xs [T, B, I]` (inputs already dropped out): `(ys [T, B, H], hs [T, B, H])`,
+    `hs` the state after each step (kept at padded steps: the final state is `hs[-1]`, `hs[0]` reversed).
 
     The same rule as `jrnn.steps.masked_step`: padded steps (`valid [T, B]` False) are the identity
     (`a=1, b=0`), a reset step maps every state to `a_t * h_reset + b_t`, and `h0` enters the first map.
@@ -40,4 +41,4 @@ def run_parallel(cell, xs: jax.Array, h0: jax.Array, *, reverse: bool, valid: Op
     _, hs = jax.lax.associative_scan(combine, (a, b), reverse=reverse, axis=0)
     hs = hs.astype(cell.state_dtype)
     ys = hs if ok is None else jnp.where(ok, hs, jnp.zeros_like(hs))
-    return ys, hs[0 if reverse else T - 1]
+    return ys, hs

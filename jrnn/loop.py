@@ -45,8 +45,10 @@ def valid_steps(lengths: jax.Array, T: int) -> jax.Array:
 
 
 def run_cell(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool, masks: Optional[Masks] = None,
-             remat: Optional[int] = None, mode: str = "auto") -> tuple[jax.Array, State]:
-    """Runs `cell` over `xs [T, B, I]` from `h0`; returns `(ys [T, B, F], h_T)`, `ys` after `readout`.
+             remat: Optional[int] = None, mode: str = "auto", states: bool = False) -> tuple[jax.Array, Any]:
+    """Runs `cell` over `xs [T, B, I]` from `h0`; returns `(ys [T, B, F], h_T)`, `ys` after `readout`;
+    with `states`, `(ys, hs)` instead, `hs` the state after each step (`[T, B, F]` leaves; at a masked
+    step the state it keeps).
 
     With `remat=c`, the steps run in segments of `c` under `jax.checkpoint`: the backward pass keeps only
     the state at segment boundaries and recomputes each segment (sqrt(T) memory for `c ~ sqrt(T)`), at
@@ -55,27 +57,30 @@ def run_cell(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool, masks: Op
     masks = Masks() if masks is None else masks
     T = xs.shape[0]
     if T == 0:
-        return jnp.zeros((0, xs.shape[1], cell.output_size), cell.output_dtype), h0
+        ys = jnp.zeros((0, xs.shape[1], cell.output_size), cell.output_dtype)
+        return ys, (jax.tree.map(lambda a: a[None][:0], h0) if states else h0)
     x_in = xs if masks.in_mask is None else xs * masks.in_mask.astype(xs.dtype)[None]
     if policy.use_parallel(cell, mode, T):
-        ys, h = run_parallel(cell, x_in, h0, reverse=reverse, valid=masks.valid, resets=masks.resets,
-                             h_reset=masks.h_reset)
+        ys, hs = run_parallel(cell, x_in, h0, reverse=reverse, valid=masks.valid, resets=masks.resets,
+                              h_reset=masks.h_reset)
+        h = hs[0 if reverse else T - 1]
     else:
         if policy.use_derivative(cell, resets=masks.resets, rec_mask=masks.rec_mask):
             def segment(h, x, ok, _):
-                ys, h = run_fused(cell, x, h, k=k, reverse=reverse, valid=ok)
+                ys, h = run_fused(cell, x, h, k=k, reverse=reverse, valid=ok, states=states)
                 return h, ys
         else:
             def segment(h, x, ok, reset):
                 return scan_cell(cell, x, h, k=k, reverse=reverse, valid=ok, resets=reset,
-                                 h_reset=masks.h_reset, rec_mask=masks.rec_mask)
+                                 h_reset=masks.h_reset, rec_mask=masks.rec_mask, states=states)
         seqs = (x_in, masks.valid, masks.resets)
         if remat is None or remat >= T:
             h, ys = segment(h0, *seqs)
         else:
             h, ys = walk(jax.checkpoint(segment), h0, seqs, remat, reverse)
+        ys, hs = ys if states else (ys, None)
     if cell.has_readout:  # a readout from the states and inputs of all steps at once
         ys = cell.readout(ys, x_in)
         if masks.valid is not None:
             ys = jnp.where(masks.valid[..., None], ys, jnp.zeros_like(ys))
-    return ys, h
+    return ys, (hs if states else h)

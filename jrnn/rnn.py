@@ -24,7 +24,7 @@ State = Any  # a cell's state pytree (an array `[..., H]`, an `LSTMState`, ...),
 
 # The arguments of `rnn_apply` that must be static under `jax.jit`:
 # `jax.jit(jrnn.rnn_apply, static_argnames=jrnn.STATIC_ARGNAMES)` jits it with every option usable.
-STATIC_ARGNAMES = ("unroll", "reverse", "time_major", "remat", "mode")
+STATIC_ARGNAMES = ("unroll", "reverse", "time_major", "remat", "mode", "return_states")
 
 
 def _check_static(name: str, value) -> None:
@@ -149,6 +149,7 @@ def _check_lengths(lengths, batch_shape: tuple[int, ...], T: int) -> jax.Array:
 
 
 def _check_resets(name: str, resets, shape: tuple[int, ...], layout: str) -> jax.Array:
+    """A bool array of the given shape (`resets`, `reset`, `mask`)."""
     if not hasattr(resets, "dtype"):
         resets = np.asarray(resets)
     if resets.dtype != jnp.bool_:
@@ -257,7 +258,8 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
               lengths: Optional[jax.Array] = None, resets: Optional[jax.Array] = None,
               key: Optional[jax.Array] = None, dropout: float = 0.0, recurrent_dropout: float = 0.0,
               layer_dropout: float = 0.0, remat: Optional[int] = None,
-              mode: str = "auto", reset_state: Optional[State] = None) -> tuple[Any, State]:
+              mode: str = "auto", reset_state: Optional[State] = None, mask: Optional[jax.Array] = None,
+              return_states: bool = False) -> tuple[Any, State]:
     """Runs a cell, a `Bidirectional` pair or a `Stack` over a sequence.
 
     For one cell it is, to float32 rounding, this loop over `cell_apply` (with `lengths`, steps past a
@@ -293,6 +295,10 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
         `[0, T]`. Outputs at steps `t >= length` are zero and the state stops changing after the
         last valid step; with `reverse`, only each sequence's valid part is reversed. Padded
         steps never read the padding: NaN or inf there reaches no output and no gradient.
+      mask: bool `[..., T]` (`[T, ...]` when `time_major`), for any pattern of skipped steps (holes,
+        left padding; Keras' `mask`): a step where `mask` is False keeps the state, outputs zeros
+        and never reads its input, as a padded step. With `reverse` the unmasked steps run in
+        reverse order. `lengths` is the fast common case; given both, a step runs where both allow.
       resets: bool `[..., T]` (`[T, ...]` when `time_major`): the state goes back to `reset_state`
         before step `t` where `resets[..., t]` (an episode starts at `t`; a flag at a padded step
         is ignored). In a reverse run the state goes back after step `t` instead, so every
@@ -314,13 +320,19 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
         the affine steps: cells that declare `linear`, MinGRU, MinLSTM and LRU; `unroll` and `remat`
         do not apply), or "auto" (the default: parallel for those cells where the backend and `T`
         favour it, sequential otherwise).
+      return_states: return the state after every step instead of the final one (Haiku's
+        `return_all_states`): structured as `h0`, each leaf `[..., T, F]` in the layout of `ys`
+        (`LSTMState(h, c)` of sequences for an LSTM). A skipped step repeats the state it keeps,
+        so `h_T` is the last entry of a forward run (the first of a reverse one).
 
     Returns:
       `(ys, h_T)`: outputs `[..., T, F]` (layout as `xs`; F the output width; a pair for a
-      `Bidirectional` with `merge=None`) and the final state (same structure as `h0`).
+      `Bidirectional` with `merge=None`) and the final state (same structure as `h0`); with
+      `return_states`, `(ys, hs)`.
     """
     _check_params(params)
     reverse, time_major = _check_flag("reverse", reverse), _check_flag("time_major", time_major)
+    return_states = _check_flag("return_states", return_states)
     _check_static("remat", remat)
     layout = "[T, ..., I]" if time_major else "[..., T, I]"
     xs = _check_input("xs", xs, params, 2, layout)
@@ -345,24 +357,31 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
     if reset_state is not None:
         reset_state = flat(_check_state("reset_state", reset_state, params, batch_shape))
     xs = xs.reshape(T, B, params.input_size)
+    shape, where = ((T, *batch_shape), "[T, ...]") if time_major else ((*batch_shape, T), "[..., T]")
+    per_step = lambda a: (a if time_major else jnp.moveaxis(a, -1, 0)).reshape(T, B)  # noqa: E731
+    valid = None
     if lengths is not None:
-        lengths = _check_lengths(lengths, batch_shape, T).reshape(B)
-        # Padded steps compute from zeros, so that whatever the padding holds (NaN, inf) reaches no
-        # output and no gradient; the gradient with respect to a padded input is exactly zero.
-        xs = jnp.where(valid_steps(lengths, T)[..., None], xs, jnp.zeros_like(xs))
+        valid = valid_steps(_check_lengths(lengths, batch_shape, T).reshape(B), T)
+    if mask is not None:
+        mask = per_step(_check_resets("mask", mask, shape, where))
+        valid = mask if valid is None else valid & mask
+    if valid is not None:
+        # Skipped steps compute from zeros, so that whatever the padding holds (NaN, inf) reaches no
+        # output and no gradient; the gradient with respect to a skipped input is exactly zero.
+        xs = jnp.where(valid[..., None], xs, jnp.zeros_like(xs))
     if resets is not None:
-        shape, where = ((T, *batch_shape), "[T, ...]") if time_major else ((*batch_shape, T), "[..., T]")
-        resets = _check_resets("resets", resets, shape, where)
-        resets = (resets if time_major else jnp.moveaxis(resets, -1, 0)).reshape(T, B)
+        resets = per_step(_check_resets("resets", resets, shape, where))
 
-    ys, h_T = run(params, xs, flat(h0),
-                  k=T if unroll is True else unroll, reverse=reverse, lengths=lengths, resets=resets,
-                  key=key, dropout=rates, remat=None if remat is None else int(remat),
-                  mode=mode, reset_state=reset_state)
+    ys, h = run(params, xs, flat(h0),
+                k=T if unroll is True else unroll, reverse=reverse, valid=valid, resets=resets,
+                key=key, dropout=rates, remat=None if remat is None else int(remat),
+                mode=mode, reset_state=reset_state, states=return_states)
 
     def unflat(y):
         y = y.reshape(T, *batch_shape, y.shape[-1])
         return y if time_major else jnp.moveaxis(y, 0, -2)
 
     ys = tuple(map(unflat, ys)) if isinstance(ys, tuple) else unflat(ys)
-    return ys, jax.tree.map(lambda a: a.reshape(*batch_shape, a.shape[-1]), h_T)
+    if return_states:
+        return ys, jax.tree.map(unflat, h)
+    return ys, jax.tree.map(lambda a: a.reshape(*batch_shape, a.shape[-1]), h)

@@ -69,10 +69,11 @@ def stack(items: list):
 
 def scan_cell(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool, valid: Optional[jax.Array] = None,
               resets: Optional[jax.Array] = None, h_reset: Optional[State] = None,
-              rec_mask: Optional[jax.Array] = None, trace: bool = False):
+              rec_mask: Optional[jax.Array] = None, trace: bool = False, states: bool = False):
     """The forward loop: per chunk of `k` steps one `project`, then `k` unrolled steps of `recur` under
-    `masked_step`. Returns `(h_T, ys [T, B, F])`; with `trace` (a `fused` cell, no resets or recurrent
-    dropout) `(h_T, (ys, us, hs))`, `us` the inputs of `activate` and `hs` the state after each step.
+    `masked_step`. Returns `(h_T, ys [T, B, F])`; with `states`, `(h_T, (ys, hs))`, `hs` the state after
+    each step (`[T, B, F]` leaves); with `trace` (a `fused` cell, no resets or recurrent dropout)
+    `(h_T, (ys, us, hs))`, `us` the inputs of `activate`.
     """
     def chunk(h, x_c, ok_c, reset_c):
         gx = cell.project(x_c)
@@ -84,9 +85,11 @@ def scan_cell(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool, valid: O
             if trace:
                 us[j] = cell.activate_inputs(gx[j], h)
                 outs[j], h = masked_step(lambda h, u=us[j]: cell.activate(*u, h), h, ok)
-                hs[j] = h
             else:
                 outs[j], h = masked_step(lambda h, g=gx[j]: cell.recur(g, h, rec_mask), h, ok, reset, h_reset)
-        return h, ((stack(outs), stack(us), stack(hs)) if trace else stack(outs))
+            hs[j] = h
+        if trace:
+            return h, (stack(outs), stack(us), stack(hs))
+        return h, ((stack(outs), stack(hs)) if states else stack(outs))
 
     return walk(chunk, h0, (xs, valid, resets), k, reverse)

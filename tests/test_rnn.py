@@ -215,6 +215,12 @@ GRU_P = jrnn.GRU.init(KEY, 3, 4)
      r"`lengths` must be an integer array; got dtype float32"),
     (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), lengths=jnp.ones((2, 1), int)), ValueError,
      r"`lengths` must have the batch shape \(2,\); got shape \(2, 1\)"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), mask=jnp.ones((2, 5))), TypeError,
+     r"`mask` must be a bool array; got dtype float32"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), mask=np.ones((5, 2), bool)), ValueError,
+     r"`mask` must have shape \[\.\.\., T\] = \(2, 5\); got shape \(5, 2\)"),
+    (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), return_states=1), TypeError,
+     r"`return_states` must be a bool; got 1"),
     (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), unroll=0), ValueError,
      r"`unroll` must be a bool or a positive int; got 0"),
     (lambda: jrnn.rnn_apply(GRU_P, jnp.ones((2, 5, 3)), unroll=2.0), ValueError, r"`unroll`.*got 2.0"),
@@ -372,8 +378,9 @@ def test_one_jit_line_takes_every_option():
     resets = jnp.zeros((2, 5), bool).at[0, 2].set(True)
     kw = dict(unroll=2, reverse=True, time_major=False, lengths=jnp.array([5, 3]), resets=resets,
               reset_state=jrnn.initial_state(stack, (2,)), key=kd, dropout=0.3, recurrent_dropout=0.2,
-              layer_dropout=0.1, remat=2, mode="sequential")
-    assert set(jrnn.STATIC_ARGNAMES) == {"unroll", "reverse", "time_major", "remat", "mode"}
+              layer_dropout=0.1, remat=2, mode="sequential", mask=jnp.ones((2, 5), bool).at[1, 0].set(False),
+              return_states=True)
+    assert set(jrnn.STATIC_ARGNAMES) == {"unroll", "reverse", "time_major", "remat", "mode", "return_states"}
     run = jax.jit(jrnn.rnn_apply, static_argnames=jrnn.STATIC_ARGNAMES)
     got = run(stack, xs, None, **kw)
     want = jrnn.rnn_apply(stack, xs, None, **kw)
@@ -383,7 +390,7 @@ def test_one_jit_line_takes_every_option():
 
 
 @pytest.mark.parametrize("name, value", [("unroll", 2), ("reverse", True), ("time_major", False),
-                                         ("remat", 2)])
+                                         ("remat", 2), ("return_states", True)])
 def test_an_option_traced_where_it_must_be_static_says_so(name, value):
     hint = r"Mark it static: jax.jit\(jrnn.rnn_apply, static_argnames=jrnn.STATIC_ARGNAMES\)"
     with pytest.raises(TypeError, match=rf"`{name}` must be static under jax.jit; got a tracer\. {hint}"):
