@@ -23,6 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not sup
 I, H, P = 3, 5, 2
 KEY = jax.random.key(0)
 TIGHT = dict(rtol=1e-10, atol=1e-10)  # float64 on both sides
+STEP = jax.jit(jrnn.cell_apply)  # one compile per shape, not one per eager op
 
 
 def by_hand(module, suffix):
@@ -142,7 +143,7 @@ def test_cell_apply_matches_a_numpy_step(batch):
     params = jrnn.LSTM.init(KEY, I, H, proj_size=P, initializer="pytorch")
     rng = np.random.default_rng(3)
     x, h, c = (rng.standard_normal((*batch, n)).astype(np.float32) for n in (I, P, H))
-    out, state = jrnn.cell_apply(params, jnp.asarray(x), jrnn.LSTMState(jnp.asarray(h), jnp.asarray(c)))
+    out, state = STEP(params, jnp.asarray(x), jrnn.LSTMState(jnp.asarray(h), jnp.asarray(c)))
 
     K, R, b, W = (np.asarray(a, np.float64) for a in (params.kernel, params.recurrent_kernel, params.bias,
                                                        params.projection))
