@@ -18,7 +18,8 @@ or as the classes of a template (`like=`). Nothing in a file names code to run o
 and arrays are parsed without pickle. Every member must be stored (not compressed), and its size in the
 zip directory must fit the file and be what the spec's dtype and shape need, before it is read: a
 damaged or crafted file gives `ValueError` using memory of the order of its own size. Files of format
-version 1 (jrnn's params only) still load.
+version 1 (jrnn's params only) still load, and so do files that lack a field added later with a default
+(an `LSTM` saved before `projection` existed loads with `projection=None`).
 """
 
 from __future__ import annotations
@@ -427,7 +428,11 @@ class _Reader:
         static = _expect(spec.get("static"), dict, where)
         want_fields = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("static")]
         want_static = [f.name for f in dataclasses.fields(cls) if f.metadata.get("static")]
-        if sorted(fields) != sorted(want_fields) or sorted(static) != sorted(want_static):
+        # A field added to a class with a default (`LSTM.projection`) takes it when an older file lacks it.
+        defaults = {f.name for f in dataclasses.fields(cls)
+                    if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+        if (not set(fields) <= set(want_fields) or not set(static) <= set(want_static)
+                or not set(want_fields + want_static) - set(fields) - set(static) <= defaults):
             raise ValueError(f"`{where}`: {name} has array fields {want_fields} and static fields "
                              f"{want_static}; the file has {sorted(fields)} and {sorted(static)}")
         kwargs = {k: self.node(v, f"{where}.{k}", depth + 1) for k, v in fields.items()}

@@ -217,8 +217,8 @@ def cell_apply(params: Union[Cell, Stack], x: jax.Array, h: State, *, reset: Opt
       reset_state: what `reset` restores, structured and broadcast like `h`; None means zeros.
 
     Returns:
-      `(out, h_new)`: `out [..., H]` is the (last layer's) new hidden state (for an LRU its real
-      readout `[..., I]`), `h_new` the new state.
+      `(out, h_new)`: `out [..., H]` is the (last layer's) new hidden state (`[..., P]` for an LSTM
+      with a projection; for an LRU its real readout `[..., I]`), `h_new` the new state.
     """
     _check_params(params, allow=(Cell, Stack))
     if isinstance(params, Stack) and any(isinstance(p, Bidirectional) for p in params.layers):

@@ -197,10 +197,6 @@ def test_from_torch_copies():
 
 
 def test_from_torch_errors():
-    with pytest.raises(ValueError, match="`proj_size` \\(=2\\)"):
-        jrnn.from_torch(torch.nn.LSTM(I, H, proj_size=2))
-    with pytest.raises(ValueError, match="`weight_hr_l0`.*`proj_size`"):
-        jrnn.from_torch(torch.nn.LSTM(I, H, proj_size=2).state_dict())
     with pytest.raises(TypeError, match="got Linear"):
         jrnn.from_torch(torch.nn.Linear(I, H))
     with pytest.raises(TypeError, match="got list"):

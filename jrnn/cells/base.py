@@ -208,10 +208,15 @@ class MatmulCell(Cell):
         """Raises `TypeError`/`ValueError` naming the field when the params do not fit together: run
         where the params are built (their constructor, `dataclasses.replace`, `jrnn.load`)."""
         self.check_settings()
+        check_fields(self, self.describe(), self.layout(), optional=self.optional_fields)
+
+    optional_fields: ClassVar[tuple[str, ...]] = ("bias",)  # the array fields that may be None
+
+    def layout(self) -> tuple:
+        """The array fields' shapes for `check_fields`, in the order their sizes are read."""
         G = self.gates
-        check_fields(self, self.describe(), (("recurrent_kernel", ("H", ("H", G))),
-                                             ("kernel", ("I", ("H", G))),
-                                             ("bias", self.bias_layout())), optional=("bias",))
+        return (("recurrent_kernel", ("H", ("H", G))), ("kernel", ("I", ("H", G))),
+                ("bias", self.bias_layout()))
 
     def check_settings(self) -> None:
         """Checks the static fields (none here)."""

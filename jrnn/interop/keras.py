@@ -73,13 +73,16 @@ def to_keras(params):
 
     Raises:
       TypeError: `params` is not jrnn params, or holds a cell Keras has no layer for (MinGRU, MinLSTM,
-        LRU, a user's cell).
+        LRU, a user's cell, an LSTM with a `projection`).
       ValueError: a `Stack` with `residual=True` (Keras' recurrent layers have no skip connections).
     """
     if isinstance(params, Cell):
         if not isinstance(params, (SimpleRNN, LSTM, GRU)):
             raise TypeError(f"`params` is of type {type(params).__name__}: Keras has no such layer (its "
                             "SimpleRNN, LSTM and GRU layers hold jrnn's SimpleRNN, LSTM and GRU only)")
+        if isinstance(params, LSTM) and params.projection is not None:
+            raise TypeError(f"`params` is an LSTM with a `projection` {tuple(params.projection.shape)} "
+                            f"(proj_size={params.proj_size}): Keras' LSTM has no output projection")
         return [np.array(a, copy=True) for a in (params.kernel, params.recurrent_kernel, params.bias)
                 if a is not None]
     if isinstance(params, Bidirectional):
