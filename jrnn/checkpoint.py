@@ -46,11 +46,12 @@ from jrnn.cells.lstm import LSTM, LSTMState
 from jrnn.cells.min_gru import MinGRU
 from jrnn.cells.min_lstm import MinLSTM
 from jrnn.cells.simple_rnn import SimpleRNN
-from jrnn.layers import Bidirectional, Stack
+from jrnn.layers import Bidirectional, Function, Stack
 
 # The built-in classes a checkpoint may hold, looked up by `__name__` on load; `register` adds a user's.
 # Params dataclasses (static fields str/int/float/bool/None/tuple) and array-only NamedTuples here.
-CLASSES = (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, LRU, Bidirectional, Stack, LSTMState)
+# `Function` is listed so that saving a Stack holding one names its function (it cannot be saved).
+CLASSES = (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, LRU, Bidirectional, Stack, Function, LSTMState)
 
 FORMAT = "jrnn-checkpoint"
 VERSION = 2

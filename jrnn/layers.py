@@ -23,10 +23,40 @@ MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 
 def _layer_error(name: str, layer, in_stack: bool) -> Optional[str]:
-    allowed = "a Cell or a Bidirectional" if in_stack else "a Cell"
-    if isinstance(layer, Cell) or (in_stack and isinstance(layer, Bidirectional)):
+    allowed = "a Cell or a Bidirectional (jrnn params), or a function" if in_stack else "a Cell (jrnn params)"
+    if isinstance(layer, Cell) or (in_stack and isinstance(layer, (Bidirectional, Function))):
         return None
-    return f"`{name}` must be {allowed} (jrnn params); got {type(layer).__name__}"
+    return f"`{name}` must be {allowed}; got {type(layer).__name__}"
+
+
+@pytree_dataclass
+@dataclasses.dataclass(frozen=True)
+class Function:
+    """A function between the layers of a `Stack`, as in Haiku's `DeepRNN([lstm, jax.nn.relu, lstm])`:
+    `fn(y [..., F]) -> [..., F']` maps each step's output (it sees `[T, B, F]` at once, so it must act
+    on the last axis only). No params; its state in the Stack's state is None. `Stack` wraps the plain
+    functions it is given in this. `fn` is a static setting (define it once: a new function is a new
+    compilation under jit); it cannot be saved.
+    """
+
+    fn: Callable = dataclasses.field(metadata=dict(static=True))
+
+    def __post_init__(self):
+        if not callable(self.fn):
+            raise TypeError(f"`fn` must be callable; got {type(self.fn).__name__}")
+
+    cells = ()
+
+    def zero_state(self, batch_shape: tuple[int, ...] = ()):
+        return None
+
+    def output_spec(self, width: int, dtype, name: str = "fn") -> jax.ShapeDtypeStruct:
+        """`fn`'s output for an input `[1, width]`, read off `jax.eval_shape`."""
+        out = jax.eval_shape(self.fn, jax.ShapeDtypeStruct((1, width), dtype))
+        if not isinstance(out, jax.ShapeDtypeStruct) or out.shape[:-1] != (1,):
+            raise TypeError(f"`{name}` must map an array [..., F] to one array [..., F']; for an input of "
+                            f"shape (1, {width}) it gives {out}")
+        return out
 
 
 @pytree_dataclass
@@ -81,6 +111,20 @@ class Bidirectional:
     def cells(self) -> tuple[Cell, ...]:
         return (self.forward, self.backward)
 
+    def final_output(self, state) -> jax.Array:
+        """The merged output of the last step each direction ran, from the final state `(h_f, h_b)` that
+        `rnn_apply` returns (the forward cell's at the last valid step, the backward cell's at the first):
+        Keras' `Bidirectional(layer, merge_mode)` with `return_sequences=False`. `[..., F]`; for cells
+        whose output is the hidden part of their state (every built-in cell but the LRU)."""
+        for part in self.cells:
+            if part.has_readout:
+                raise TypeError(f"`final_output` needs cells whose output is their state; "
+                                f"{type(part).__name__} reads its output out of the state and input")
+        if type(state) not in (tuple, list) or len(state) != 2:
+            raise TypeError(f"`state` must be the pair (forward, backward) of final states; got "
+                            f"{type(state).__name__}")
+        return merge(self.merge, self.forward.hidden(state[0]), self.backward.hidden(state[1]))
+
     @property
     def input_size(self) -> int:
         return self.forward.input_size
@@ -105,27 +149,40 @@ class Bidirectional:
 @pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class Stack:
-    """Layers run one after the other (PyTorch's `num_layers`, Keras' stacked RNN layers).
+    """Layers run one after the other (PyTorch's `num_layers`, Keras' stacked RNN layers, Haiku's
+    `DeepRNN`).
 
-    `layers` is a tuple of cells and `Bidirectional` pairs; kinds and sizes may differ. With
-    `residual` (static), a layer whose input and output widths are equal adds its input to its
-    output. State: a tuple of the per-layer states.
+    `layers` is a tuple of cells, `Bidirectional` pairs and plain functions between them (e.g.
+    `jax.nn.relu`, applied to each step's output; wrapped in `Function`); kinds and sizes may differ.
+    Static settings: with `residual`, a cell layer whose input and output widths are equal adds its
+    input to its output; with `skip` (Haiku's `deep_rnn_with_skip_connections`; cell layers only),
+    every layer after the first takes the stack's input concatenated with the previous layer's output
+    (`[x, y]`), and the stack outputs every layer's output concatenated. State: a tuple of the
+    per-layer states (None for a function).
     """
 
     layers: tuple
     residual: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    skip: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     def __post_init__(self):
+        if isinstance(self.layers, (tuple, list)):  # plain functions become `Function` layers
+            layers = tuple(Function(layer) if _is_function(layer) else layer for layer in self.layers)
+            object.__setattr__(self, "layers", layers)
         self.validate()
 
     def validate(self, name: str = "Stack") -> None:
         """Raises `TypeError`/`ValueError` naming the layer when the layers do not fit together."""
         if not isinstance(self.layers, tuple) or not self.layers:
             raise ValueError(f"`{name}.layers` must be a non-empty tuple; got {self.layers!r}")
-        if not isinstance(self.residual, (bool, np.bool_)):
-            raise TypeError(f"`{name}.residual` must be a bool; got {self.residual!r}")
-        # A static setting: a plain bool (np.bool_ becomes one), so that jit caches one entry per value.
-        object.__setattr__(self, "residual", bool(self.residual))
+        for flag in ("residual", "skip"):
+            value = getattr(self, flag)
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"`{name}.{flag}` must be a bool; got {value!r}")
+            # A static setting: a plain bool (np.bool_ becomes one), so that jit caches one entry per value.
+            object.__setattr__(self, flag, bool(value))
+        if self.residual and self.skip:
+            raise ValueError(f"`{name}` takes `residual` or `skip`, not both")
         for i, layer in enumerate(self.layers):
             error = _layer_error(f"{name}.layers[{i}]", layer, in_stack=True)
             if error:
@@ -133,24 +190,47 @@ class Stack:
             if isinstance(layer, Bidirectional) and layer.merge is None:
                 raise ValueError(f"Unknown `{name}.layers[{i}].merge` None; "
                                  f"expected one of {MERGE_MODES[:-1]}")
-            if i and layer.input_size != self.layers[i - 1].output_size:
-                raise ValueError(
-                    f"`{name}.layers[{i}]` takes {layer.input_size} input features but "
-                    f"`{name}.layers[{i - 1}]` gives {self.layers[i - 1].output_size}")
+            if isinstance(layer, Function) and (i == 0 or self.skip):
+                why = "`skip` connects cell layers only" if self.skip else "a stack starts with a cell layer"
+                raise ValueError(f"`{name}.layers[{i}]` is a function: {why}")
+        widths = self.widths(name)
+        for i, layer in enumerate(self.layers[1:], 1):
+            if not isinstance(layer, Function) and layer.input_size != widths[i]:
+                what = (f"the input ({self.input_size}) and `{name}.layers[{i - 1}]`'s output together give"
+                        if self.skip else f"`{name}.layers[{i - 1}]` gives")
+                raise ValueError(f"`{name}.layers[{i}]` takes {layer.input_size} input features but "
+                                 f"{what} {widths[i]}")
+
+    def widths(self, name: str = "Stack") -> tuple[int, ...]:
+        """The input width of each layer, and then the stack's output width (`len(layers) + 1` ints)."""
+        x = self.layers[0].input_size
+        widths, width, dtype, outs = [x], x, None, []
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Function):
+                out = layer.output_spec(width, dtype, f"{name}.layers[{i}]")
+                width, dtype = out.shape[-1], out.dtype
+            else:
+                width, dtype = layer.output_size, cells_of(layer)[-1].output_dtype
+                outs.append(width)
+            widths.append(x + width if self.skip and i < len(self.layers) - 1 else width)
+        if self.skip:
+            widths[-1] = sum(outs)
+        return tuple(widths)
 
     @classmethod
     def init(cls, key: jax.Array, kind: type, input_size: int, hidden_size: int, num_layers: int, *,
              bidirectional: bool = False, merge: Union[str, Callable, None] = "concat",
-             residual: bool = False, **options) -> Stack:
+             residual: bool = False, skip: bool = False, **options) -> Stack:
         """`num_layers` layers of `kind`, as PyTorch's `nn.LSTM(I, H, num_layers, bidirectional=...)`.
 
         Layer 0 takes `input_size` features, the next ones the previous layer's output width
-        (`2 * hidden_size` for a concatenating bidirectional layer).
+        (`2 * hidden_size` for a concatenating bidirectional layer), plus `input_size` with `skip`.
         """
         check_key(key)
         num_layers = check_positive_int("num_layers", num_layers)
         bidirectional = check_bool("bidirectional", bidirectional)
         check_bool("residual", residual)
+        skip = check_bool("skip", skip)
         if bidirectional and not callable(merge):
             check_choice("merge", merge, MERGE_MODES[:-1])
         layers, size = [], input_size
@@ -160,8 +240,8 @@ class Stack:
             else:
                 layer = kind.init(k, size, hidden_size, **options)
             layers.append(layer)
-            size = layer.output_size
-        return cls(tuple(layers), residual)
+            size = layer.output_size + (input_size if skip else 0)
+        return cls(tuple(layers), residual, skip)
 
     @property
     def cells(self) -> tuple[Cell, ...]:
@@ -176,10 +256,22 @@ class Stack:
 
     @property
     def output_size(self) -> int:
-        return self.layers[-1].output_size
+        return self.widths()[-1]
 
 
-Layer = Union[Cell, Bidirectional]
+def check_no_functions(stack: Stack, where: str) -> None:
+    """Raises `ValueError` for a `Stack` holding a function layer, which `where` (a framework) cannot hold."""
+    for i, layer in enumerate(stack.layers):
+        if isinstance(layer, Function):
+            raise ValueError(f"`params.layers[{i}]` is a function: {where} has no layers between "
+                             f"recurrent layers")
+
+
+def _is_function(layer) -> bool:
+    return callable(layer) and not isinstance(layer, (Cell, Bidirectional, Stack, Function))
+
+
+Layer = Union[Cell, Bidirectional, Function]
 Params = Union[Cell, Bidirectional, Stack]
 
 
@@ -233,20 +325,26 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, valid: Opti
         return merge(params.merge, yf, yb), (hf, hb)
     if isinstance(params, Stack):
         keys = [None] * len(params.layers) if key is None else jax.random.split(key, len(params.layers))
-        states = []
+        zero = lambda ys: ys if valid is None else jnp.where(valid[..., None], ys, jnp.zeros_like(ys))  # noqa: E731
+        inputs, outs, states = xs, [], []
         for i, (layer, h, kl) in enumerate(zip(params.layers, h0, keys, strict=True)):
+            if isinstance(layer, Function):  # skipped steps output zeros, whatever fn(0) is
+                xs = zero(layer.fn(xs))
+                states.append(None)
+                continue
+            if params.skip and i:
+                xs = jnp.concatenate([inputs, xs.astype(inputs.dtype)], axis=-1)
             kl, kd = (None, None) if kl is None else jax.random.split(kl)
             ys, h = run(layer, xs, h, reverse=reverse, key=kl, reset_state=sub(i), **kw)
             if params.residual and layer.input_size == layer.output_size:
-                ys = ys + xs.astype(ys.dtype)
-                if valid is not None:
-                    ys = jnp.where(valid[..., None], ys, jnp.zeros_like(ys))
+                ys = zero(ys + xs.astype(ys.dtype))
+            outs.append(ys)
             if i < len(params.layers) - 1:
                 m = _mask(kd, dropout.layer, ys.shape, ys.dtype)
                 ys = ys if m is None else ys * m
             xs = ys
             states.append(h)
-        return xs, tuple(states)
+        return (jnp.concatenate(outs, axis=-1) if params.skip else xs), tuple(states)
     T, B, _ = xs.shape
     k_in, k_rec = (None, None) if key is None else jax.random.split(key)
     if resets is not None:

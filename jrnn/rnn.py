@@ -16,7 +16,7 @@ import numpy as np
 from jrnn import policy
 from jrnn.cell import Cell
 from jrnn.cells.base import check_key
-from jrnn.layers import Bidirectional, Dropout, Params, Stack, cells_of, run
+from jrnn.layers import Bidirectional, Dropout, Function, Params, Stack, cells_of, run
 from jrnn.loop import valid_steps
 
 MODES = ("auto", "sequential", "parallel")
@@ -68,6 +68,8 @@ def _check_state(name: str, h, params, batch_shape: tuple[int, ...]) -> State:
     """
     if h is None:
         return params.zero_state(batch_shape)
+    if isinstance(params, Function):
+        raise TypeError(f"`{name}` of a function layer must be None (it has no state); got {_describe(h)}")
     if isinstance(params, (Stack, Bidirectional)):
         n = len(params.layers) if isinstance(params, Stack) else 2
         what = (f"a tuple of {n} per-layer states" if isinstance(params, Stack)
@@ -240,15 +242,22 @@ def cell_apply(params: Union[Cell, Stack], x: jax.Array, h: State, *, reset: Opt
         target = _check_state("reset_state", reset_state, params, batch_shape)
         h = jax.tree.map(lambda r, a: jnp.where(reset[..., None], r, a), target, h)
     if isinstance(params, Stack):
-        states = []
-        for layer, hi in zip(params.layers, h, strict=True):
+        inputs, outs, states = x, [], []
+        for i, (layer, hi) in enumerate(zip(params.layers, h, strict=True)):
+            if isinstance(layer, Function):
+                x = layer.fn(x)
+                states.append(None)
+                continue
+            if params.skip and i:
+                x = jnp.concatenate([inputs, x.astype(inputs.dtype)], axis=-1)
             out, hi = layer.recur(layer.project(x), hi)
             out = layer.readout(out, x)
             if params.residual and layer.input_size == layer.output_size:
                 out = out + x.astype(out.dtype)
             x = out
+            outs.append(out)
             states.append(hi)
-        return x, tuple(states)
+        return (jnp.concatenate(outs, axis=-1) if params.skip else x), tuple(states)
     out, h = params.recur(params.project(x), h)
     return params.readout(out, x), h
 

@@ -14,7 +14,7 @@ from jrnn.cell import Cell
 from jrnn.cells.gru import GRU
 from jrnn.cells.lstm import LSTM
 from jrnn.cells.simple_rnn import ACTIVATIONS, SimpleRNN
-from jrnn.layers import MERGE_MODES, Bidirectional, Stack
+from jrnn.layers import MERGE_MODES, Bidirectional, Stack, check_no_functions
 
 _KINDS = ("a Keras SimpleRNN, LSTM, GRU or Bidirectional layer, a SimpleRNNCell, LSTMCell or GRUCell, "
           "or an RNN layer of such cells")
@@ -88,9 +88,10 @@ def to_keras(params):
     if isinstance(params, Bidirectional):
         return to_keras(params.forward) + to_keras(params.backward)
     if isinstance(params, Stack):
-        if params.residual:
-            raise ValueError("A `Stack` with `residual=True` has no Keras equivalent (stacked recurrent "
-                             "layers have no skip connections)")
+        if params.residual or params.skip:
+            raise ValueError("A `Stack` with `residual=True` or `skip=True` has no Keras equivalent "
+                             "(stacked recurrent layers have no skip connections)")
+        check_no_functions(params, "Keras")
         return [w for layer in params.layers for w in to_keras(layer)]
     raise TypeError("`params` must be a jrnn cell (SimpleRNN, LSTM, GRU), Bidirectional or Stack; "
                     f"got {type(params).__name__}")

@@ -21,7 +21,7 @@ from jrnn.cells.base import check_choice
 from jrnn.cells.gru import GRU
 from jrnn.cells.lstm import LSTM
 from jrnn.cells.simple_rnn import SimpleRNN
-from jrnn.layers import Bidirectional, Stack
+from jrnn.layers import Bidirectional, Stack, check_no_functions
 
 # torch's `mode` -> (jrnn class, number of gate blocks G, SimpleRNN activation)
 _MODES = {
@@ -321,9 +321,10 @@ def _layer_cells(layer, where: str) -> list:
 def _torch_layers(params) -> list:
     """`params` as a list of layers, each `[cell]` or `[forward, backward]`; checks PyTorch can hold it."""
     if isinstance(params, Stack):
-        if params.residual:
-            raise ValueError("A `Stack` with `residual=True` has no PyTorch equivalent (num_layers stacks "
-                             "without skip connections)")
+        if params.residual or params.skip:
+            raise ValueError("A `Stack` with `residual=True` or `skip=True` has no PyTorch equivalent "
+                             "(num_layers stacks without skip connections)")
+        check_no_functions(params, "PyTorch")
         if not params.layers:
             raise ValueError("`params` is a Stack with no layers")
         layers = [_layer_cells(layer, f"`params.layers[{k}]`") for k, layer in enumerate(params.layers)]
