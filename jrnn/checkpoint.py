@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn.cells.conv_lstm import ConvLSTM
 from jrnn.cells.gru import GRU
 from jrnn.cells.lru import LRU
 from jrnn.cells.lstm import LSTM, LSTMState
@@ -49,7 +50,7 @@ from jrnn.layers import Bidirectional, Stack
 
 # The built-in classes a checkpoint may hold, looked up by `__name__` on load; `register` adds a user's.
 # Params dataclasses (static fields str/int/float/bool/None/tuple) and array-only NamedTuples here.
-CLASSES = (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, LRU, Bidirectional, Stack, LSTMState)
+CLASSES = (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, LRU, ConvLSTM, Bidirectional, Stack, LSTMState)
 
 FORMAT = "jrnn-checkpoint"
 VERSION = 2
