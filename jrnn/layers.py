@@ -102,6 +102,15 @@ class Bidirectional:
         return self.forward.output_size
 
 
+def _output_shape(layer) -> tuple[int, ...]:
+    """The trailing axes of a layer's output (a cell's `output_shape`, e.g. a ConvLSTM's `(H', W', F)`);
+    a Bidirectional that concatenates or merges by a function gives flat features."""
+    if isinstance(layer, Cell):
+        return layer.output_shape
+    flat = layer.merge == "concat" or callable(layer.merge)
+    return (layer.output_size,) if flat else layer.forward.output_shape
+
+
 @pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class Stack:
@@ -137,6 +146,10 @@ class Stack:
                 raise ValueError(
                     f"`{name}.layers[{i}]` takes {layer.input_size} input features but "
                     f"`{name}.layers[{i - 1}]` gives {self.layers[i - 1].output_size}")
+            want = (layer if isinstance(layer, Cell) else layer.forward).input_shape
+            if i and len(want) > 1 and want != _output_shape(self.layers[i - 1]):
+                raise ValueError(f"`{name}.layers[{i}]` takes inputs of shape {want} but `{name}.layers"
+                                 f"[{i - 1}]` gives {_output_shape(self.layers[i - 1])}")
 
     @classmethod
     def init(cls, key: jax.Array, kind: type, input_size: int, hidden_size: int, num_layers: int, *,

@@ -76,7 +76,7 @@ def _unflatten(a: jax.Array, shape: Optional[tuple[int, ...]]) -> jax.Array:
     return a if shape is None or len(shape) < 2 else a.reshape(*a.shape[:-1], *shape)
 
 
-def _check_state(name: str, h, params, batch_shape: tuple[int, ...]) -> State:
+def _check_state(name: str, h, params, batch_shape: tuple[int, ...], spatial: bool = True) -> State:
     """Checks a state's structure and shapes; broadcasts it over the batch; casts its dtype.
 
     A composite's state may hold None for a part that starts from zeros. A cell's state must have the
@@ -92,7 +92,7 @@ def _check_state(name: str, h, params, batch_shape: tuple[int, ...]) -> State:
         if type(h) not in (tuple, list) or len(h) != n:
             raise TypeError(f"`{name}` of a {type(params).__name__} must be {what}; got {_describe(h)}")
         parts = params.layers if isinstance(params, Stack) else (params.forward, params.backward)
-        return tuple(_check_state(f"{name}[{i}]", hi, p, batch_shape)
+        return tuple(_check_state(f"{name}[{i}]", hi, p, batch_shape, spatial=False)  # composites run flat
                      for i, (hi, p) in enumerate(zip(h, parts, strict=True)))
     zero = params.zero_state(batch_shape)
     zeros, treedef = jax.tree.flatten(zero)
@@ -110,7 +110,7 @@ def _check_state(name: str, h, params, batch_shape: tuple[int, ...]) -> State:
                         f"{type(zero).__name__}({', '.join(f + '=...' for f in zero._fields)}))")
             raise TypeError(f"`{name}` of {type(params).__name__} params must be structured like its zero "
                             f"state, {_structure(zero)}; got {_describe(h)}{hint}")
-    out, spatial = [], params.state_shape  # users see each leaf as `[..., *state_shape]`; the loop flat
+    out, spatial = [], params.state_shape if spatial else None  # users see `[..., *state_shape]`
     for leaf, z in zip(leaves, zeros, strict=True):
         leaf = jnp.asarray(leaf)
         kind = jnp.inexact if jnp.issubdtype(z.dtype, jnp.complexfloating) else jnp.floating
@@ -298,7 +298,9 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
 
     Args:
       params: a cell (any `jrnn.Cell`), `Bidirectional` or `Stack`.
-      xs: inputs `[..., T, I]`, or `[T, ..., I]` when `time_major`.
+      xs: inputs `[..., T, I]`, or `[T, ..., I]` when `time_major`. A cell with spatial axes (`ConvLSTM`)
+        takes `[..., T, *input_shape]` and gives `ys [..., T, *output_shape]` and state leaves
+        `[..., *state_shape]`; a `Stack` or `Bidirectional` of them runs on flat features.
       h0: initial state `[..., H]` (structured as `jrnn.initial_state(params)`: `LSTMState` for an LSTM;
         a pair for `Bidirectional`, a tuple of per-layer states for a `Stack`, where None parts are
         zeros); None means zeros. Leading batch axes may be omitted and are broadcast: a trainable

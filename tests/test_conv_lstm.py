@@ -219,3 +219,19 @@ def test_wrong_spatial_shape_names_xs_and_h0():
     h0 = jrnn.LSTMState(jnp.zeros((B, 5, 6, F + 1)), jnp.zeros((B, 5, 6, F + 1)))
     with pytest.raises(ValueError, match=r"`h0` must have shape \(2, 5, 6, 3\) or a suffix"):
         jrnn.rnn_apply(cell, jnp.zeros((B, T, 5, 6, C)), h0)
+
+
+def test_stack_runs_flat_like_its_layers_in_turn():
+    """Composites see their cells flat: `xs [..., T, prod(input_shape)]`, flat outputs and states."""
+    first, second = make((5, 6)), jrnn.ConvLSTM.init(jax.random.key(7), (5, 6, F), F, 3)
+    xs = jnp.asarray(rand((B, T, *first.input_shape), 8))
+    ys, (h1, h2) = RUN(jrnn.Stack((first, second)), xs.reshape(B, T, -1))
+    mid, g1 = RUN(first, xs)
+    want, g2 = RUN(second, mid)
+    np.testing.assert_allclose(ys, want.reshape(B, T, -1), **TOL)
+    for got, ref in zip((*h1, *h2), (*g1, *g2), strict=True):
+        np.testing.assert_allclose(got, ref.reshape(B, -1), **TOL)
+    transposed = jrnn.ConvLSTM.init(jax.random.key(7), (6, 5, F), F, 3)  # as many features, other axes
+    with pytest.raises(ValueError, match=r"`Stack.layers\[1\]` takes inputs of shape \(6, 5, 3\) but "
+                                         r"`Stack.layers\[0\]` gives \(5, 6, 3\)"):
+        jrnn.Stack((first, transposed))
