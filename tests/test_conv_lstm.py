@@ -1,6 +1,7 @@
-"""ConvLSTM (1D and 2D): against Keras 3's `ConvLSTM1D`/`ConvLSTM2D` with the same weights, against a Python
-loop over `cell_apply` (values and float64 gradients, with `lengths` and `reverse`), save/load, Keras'
-initializers, and the errors. Small sizes: spatial 5-6, C=2, F=3, T=4, B=2."""
+"""ConvLSTM (1D, 2D, one 3D case): against Keras 3's `ConvLSTM1D/2D/3D` with the same weights, against a
+Python loop over `cell_apply` (values and float64 gradients, with `lengths` and `reverse`), a Stack against
+its layers in turn, save/load, Keras' initializers, and the errors. Small sizes: spatial 5-6, C=2, F=3,
+T=4, B=2."""
 
 import jax
 import jax.numpy as jnp
@@ -44,12 +45,13 @@ CASES = {
     "1d_same_even_kernel_no_bias": ((6,), 2, dict(use_bias=False), dict(return_sequences=True), True),
     "1d_valid_stride2_dilation": ((6,), 2, dict(padding="valid", dilation=2), dict(return_sequences=True),
                                   False),
+    "3d_same_last": ((3, 4, 3), 2, {}, dict(return_sequences=False), False),
 }
 
 
 def keras_layer(cell, **kw):
     """A built Keras ConvLSTM{1,2}D of `cell`'s settings holding `cell`'s weights."""
-    name = f"ConvLSTM{len(cell.spatial_shape)}D"
+    name = f"ConvLSTM{len(cell.spatial_shape)}D"  # 1D, 2D (and one 3D case)
     with jax.numpy_rank_promotion("allow"):  # Keras' ops broadcast a bias `[n]` against `[..., n]`
         layer = getattr(keras.layers, name)(
             F, cell.kernel_size, strides=cell.strides, padding=cell.padding, dilation_rate=cell.dilation,
@@ -102,12 +104,17 @@ def test_go_backwards_is_reverse():
         jrnn.from_keras(layer)
 
 
-def test_from_keras_refuses_channels_first():
+def test_from_keras_refuses_channels_first_and_bidirectional():
     with jax.numpy_rank_promotion("allow"):
         layer = keras.layers.ConvLSTM1D(F, 3, data_format="channels_first", **NO_INIT)
         layer.build((B, T, C, 6))
     with pytest.raises(ValueError, match="`data_format` 'channels_first'"):
         jrnn.from_keras(layer)
+    with jax.numpy_rank_promotion("allow"):
+        pair = keras.layers.Bidirectional(keras.layers.ConvLSTM1D(F, 3, **NO_INIT))
+        pair.build((B, T, 6, C))
+    with pytest.raises(TypeError, match="Bidirectional of ConvLSTM layers"):
+        jrnn.from_keras(pair)
 
 
 def loop_reference(cell, xs, h, lengths):
