@@ -8,6 +8,7 @@ included. This module is the whole public API.
 from importlib.metadata import PackageNotFoundError, version
 
 from jrnn.cell import Cell
+from jrnn.cells.conv_lstm import ConvLSTM
 from jrnn.cells.gru import GRU
 from jrnn.cells.lru import LRU
 from jrnn.cells.lstm import LSTM, LSTMState
@@ -30,6 +31,7 @@ __all__ = [
     "STATIC_ARGNAMES",
     "Bidirectional",
     "Cell",
+    "ConvLSTM",
     "Stack",
     "GRU",
     "LSTM",

@@ -86,6 +86,27 @@ class Cell:
         """`F`, the width of `out` (after `readout`)."""
         return self.hidden_size
 
+    # --- the shapes users see at `rnn_apply`/`cell_apply`/`initial_state` -------------------------------
+    # The loop sees one feature axis; a cell whose inputs, outputs or state have spatial axes (ConvLSTM)
+    # takes them flat (`x [..., prod(input_shape)]`) and declares them here: `rnn_apply` flattens
+    # `xs [..., T, *input_shape]` on entry and gives back `ys [..., T, *output_shape]` and state leaves
+    # `[..., *state_shape]`.
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The trailing axes of one step's input as users pass it: `(input_size,)` by default."""
+        return (self.input_size,)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The trailing axes of one step's output as users get it: `(output_size,)` by default."""
+        return (self.output_size,)
+
+    @property
+    def state_shape(self) -> Optional[tuple[int, ...]]:
+        """The trailing axes every state leaf has as users see it, or None (the default): each leaf
+        keeps its one feature axis `[..., F]`."""
+        return None
+
     @property
     def dtype(self):
         """The compute dtype: the params' (by default their first leaf's)."""

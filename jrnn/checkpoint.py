@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn.cells.conv_lstm import ConvLSTM
 from jrnn.cells.gru import GRU
 from jrnn.cells.lru import LRU
 from jrnn.cells.lstm import LSTM, LSTMState
@@ -51,7 +52,7 @@ from jrnn.layers import Bidirectional, Function, Stack
 # The built-in classes a checkpoint may hold, looked up by `__name__` on load; `register` adds a user's.
 # Params dataclasses (static fields str/int/float/bool/None/tuple) and array-only NamedTuples here.
 # `Function` is listed so that saving a Stack holding one names its function (it cannot be saved).
-CLASSES = (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, LRU, Bidirectional, Stack, Function, LSTMState)
+CLASSES = (SimpleRNN, LSTM, GRU, MinGRU, MinLSTM, LRU, ConvLSTM, Bidirectional, Stack, Function, LSTMState)
 
 FORMAT = "jrnn-checkpoint"
 VERSION = 2

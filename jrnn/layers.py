@@ -146,6 +146,15 @@ class Bidirectional:
         return self.forward.output_size
 
 
+def _output_shape(layer) -> tuple[int, ...]:
+    """The trailing axes of a layer's output (a cell's `output_shape`, e.g. a ConvLSTM's `(H', W', F)`);
+    a Bidirectional that concatenates or merges by a function gives flat features."""
+    if isinstance(layer, Cell):
+        return layer.output_shape
+    flat = layer.merge == "concat" or callable(layer.merge)
+    return (layer.output_size,) if flat else layer.forward.output_shape
+
+
 @pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class Stack:
@@ -195,11 +204,17 @@ class Stack:
                 raise ValueError(f"`{name}.layers[{i}]` is a function: {why}")
         widths = self.widths(name)
         for i, layer in enumerate(self.layers[1:], 1):
-            if not isinstance(layer, Function) and layer.input_size != widths[i]:
+            if isinstance(layer, Function):
+                continue
+            if layer.input_size != widths[i]:
                 what = (f"the input ({self.input_size}) and `{name}.layers[{i - 1}]`'s output together give"
                         if self.skip else f"`{name}.layers[{i - 1}]` gives")
                 raise ValueError(f"`{name}.layers[{i}]` takes {layer.input_size} input features but "
                                  f"{what} {widths[i]}")
+            want, prev = (layer if isinstance(layer, Cell) else layer.forward).input_shape, self.layers[i - 1]
+            if len(want) > 1 and not isinstance(prev, Function) and want != _output_shape(prev):
+                raise ValueError(f"`{name}.layers[{i}]` takes inputs of shape {want} but `{name}.layers"
+                                 f"[{i - 1}]` gives {_output_shape(prev)}")
 
     def widths(self, name: str = "Stack") -> tuple[int, ...]:
         """The input width of each layer, and then the stack's output width (`len(layers) + 1` ints)."""

@@ -52,6 +52,12 @@ def _check_input(name: str, x, params, min_ndim: int, layout: str) -> jax.Array:
         x = array
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"`{name}` must be a floating array; got dtype {x.dtype}")
+    shape = _declared(params, "input_shape") or (params.input_size,)
+    if len(shape) > 1:  # a cell with spatial axes (ConvLSTM) sees them flat: `[..., prod(input_shape)]`
+        if x.ndim < min_ndim + len(shape) - 1 or tuple(x.shape[x.ndim - len(shape):]) != shape:
+            raise ValueError(f"`{name}` must have shape {layout.replace('I]', '*input_shape]')} with "
+                             f"`input_shape` = {shape}; got shape {tuple(x.shape)}")
+        return x.reshape(*x.shape[:x.ndim - len(shape)], math.prod(shape))
     if x.ndim < min_ndim or x.shape[-1] != params.input_size:
         raise ValueError(
             f"`{name}` must have shape {layout} with I = `input_size` (={params.input_size}); "
@@ -59,7 +65,18 @@ def _check_input(name: str, x, params, min_ndim: int, layout: str) -> jax.Array:
     return x
 
 
-def _check_state(name: str, h, params, batch_shape: tuple[int, ...]) -> State:
+def _declared(params, name: str) -> Optional[tuple[int, ...]]:
+    """A cell's declared `input_shape`/`output_shape`/`state_shape` (`jrnn.Cell`); None for composites,
+    which run flat."""
+    return getattr(params, name) if isinstance(params, Cell) else None
+
+
+def _unflatten(a: jax.Array, shape: Optional[tuple[int, ...]]) -> jax.Array:
+    """`a [..., prod(shape)]` as `[..., *shape]` (a cell's declared spatial axes); as it is otherwise."""
+    return a if shape is None or len(shape) < 2 else a.reshape(*a.shape[:-1], *shape)
+
+
+def _check_state(name: str, h, params, batch_shape: tuple[int, ...], spatial: bool = True) -> State:
     """Checks a state's structure and shapes; broadcasts it over the batch; casts its dtype.
 
     A composite's state may hold None for a part that starts from zeros. A cell's state must have the
@@ -77,7 +94,7 @@ def _check_state(name: str, h, params, batch_shape: tuple[int, ...]) -> State:
         if type(h) not in (tuple, list) or len(h) != n:
             raise TypeError(f"`{name}` of a {type(params).__name__} must be {what}; got {_describe(h)}")
         parts = params.layers if isinstance(params, Stack) else (params.forward, params.backward)
-        return tuple(_check_state(f"{name}[{i}]", hi, p, batch_shape)
+        return tuple(_check_state(f"{name}[{i}]", hi, p, batch_shape, spatial=False)  # composites run flat
                      for i, (hi, p) in enumerate(zip(h, parts, strict=True)))
     zero = params.zero_state(batch_shape)
     zeros, treedef = jax.tree.flatten(zero)
@@ -95,19 +112,19 @@ def _check_state(name: str, h, params, batch_shape: tuple[int, ...]) -> State:
                         f"{type(zero).__name__}({', '.join(f + '=...' for f in zero._fields)}))")
             raise TypeError(f"`{name}` of {type(params).__name__} params must be structured like its zero "
                             f"state, {_structure(zero)}; got {_describe(h)}{hint}")
-    out = []
+    out, spatial = [], params.state_shape if spatial else None  # users see `[..., *state_shape]`
     for leaf, z in zip(leaves, zeros, strict=True):
         leaf = jnp.asarray(leaf)
         kind = jnp.inexact if jnp.issubdtype(z.dtype, jnp.complexfloating) else jnp.floating
         if not jnp.issubdtype(leaf.dtype, kind):
             what = "floating or complex" if kind is jnp.inexact else "floating"
             raise TypeError(f"`{name}` must be {what}; got dtype {leaf.dtype}")
-        full = tuple(z.shape)
+        full = tuple(z.shape) if spatial is None else (*z.shape[:-1], *spatial)
         if leaf.ndim > len(full) or tuple(leaf.shape) != full[len(full) - leaf.ndim:] or leaf.ndim == 0:
             shapes = [tuple(jnp.shape(v)) for v in leaves]
             raise ValueError(f"`{name}` must have shape {full} or a suffix of it (broadcast over the batch); "
                              f"got {shapes if len(shapes) > 1 else shapes[0]}")
-        out.append(jnp.broadcast_to(leaf.astype(z.dtype), full))
+        out.append(jnp.broadcast_to(leaf.astype(z.dtype), full).reshape(z.shape))
     return jax.tree.unflatten(treedef, out)
 
 
@@ -201,7 +218,8 @@ def initial_state(params: Params, batch_shape: tuple[int, ...] = ()) -> State:
     if not (isinstance(batch_shape, tuple)
             and all(isinstance(d, (int, np.integer)) and d >= 0 for d in batch_shape)):
         raise ValueError(f"`batch_shape` must be a tuple of non-negative ints; got {batch_shape!r}")
-    return params.zero_state(tuple(int(d) for d in batch_shape))
+    zero = params.zero_state(tuple(int(d) for d in batch_shape))
+    return jax.tree.map(lambda a: _unflatten(a, _declared(params, "state_shape")), zero)
 
 
 def cell_apply(params: Union[Cell, Stack], x: jax.Array, h: State, *, reset: Optional[jax.Array] = None,
@@ -259,7 +277,8 @@ def cell_apply(params: Union[Cell, Stack], x: jax.Array, h: State, *, reset: Opt
             states.append(hi)
         return (jnp.concatenate(outs, axis=-1) if params.skip else x), tuple(states)
     out, h = params.recur(params.project(x), h)
-    return params.readout(out, x), h
+    out = _unflatten(params.readout(out, x), params.output_shape)  # a cell here, never a Stack
+    return out, jax.tree.map(lambda a: _unflatten(a, params.state_shape), h)
 
 
 def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
@@ -290,7 +309,9 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
 
     Args:
       params: a cell (any `jrnn.Cell`), `Bidirectional` or `Stack`.
-      xs: inputs `[..., T, I]`, or `[T, ..., I]` when `time_major`.
+      xs: inputs `[..., T, I]`, or `[T, ..., I]` when `time_major`. A cell with spatial axes (`ConvLSTM`)
+        takes `[..., T, *input_shape]` and gives `ys [..., T, *output_shape]` and state leaves
+        `[..., *state_shape]`; a `Stack` or `Bidirectional` of them runs on flat features.
       h0: initial state `[..., H]` (structured as `jrnn.initial_state(params)`: `LSTMState` for an LSTM;
         a pair for `Bidirectional`, a tuple of per-layer states for a `Stack`, where None parts are
         zeros); None means zeros. Leading batch axes may be omitted and are broadcast: a trainable
@@ -386,11 +407,12 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
                 key=key, dropout=rates, remat=None if remat is None else int(remat),
                 mode=mode, reset_state=reset_state, states=return_states)
 
-    def unflat(y):
-        y = y.reshape(T, *batch_shape, y.shape[-1])
-        return y if time_major else jnp.moveaxis(y, 0, -2)
+    def unflat(y, shape):
+        y = _unflatten(y.reshape(T, *batch_shape, y.shape[-1]), shape)
+        return y if time_major else jnp.moveaxis(y, 0, len(batch_shape))
 
-    ys = tuple(map(unflat, ys)) if isinstance(ys, tuple) else unflat(ys)
+    out_shape, state_shape = _declared(params, "output_shape"), _declared(params, "state_shape")
+    ys = tuple(unflat(y, out_shape) for y in ys) if isinstance(ys, tuple) else unflat(ys, out_shape)
     if return_states:
-        return ys, jax.tree.map(unflat, h)
-    return ys, jax.tree.map(lambda a: a.reshape(*batch_shape, a.shape[-1]), h)
+        return ys, jax.tree.map(lambda a: unflat(a, state_shape), h)
+    return ys, jax.tree.map(lambda a: _unflatten(a.reshape(*batch_shape, a.shape[-1]), state_shape), h)

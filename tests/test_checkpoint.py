@@ -408,7 +408,8 @@ def test_bad_spec(saved, name):
 
 def test_registry_lookup_is_by_name_only():
     assert {cls.__name__ for cls in checkpoint.CLASSES} == {
-        "SimpleRNN", "LSTM", "GRU", "MinGRU", "MinLSTM", "LRU", "Bidirectional", "Stack", "Function",
+        "SimpleRNN", "LSTM", "GRU", "MinGRU", "MinLSTM", "LRU", "ConvLSTM", "Bidirectional", "Stack",
+        "Function",
         "LSTMState"}
 
 

@@ -447,7 +447,7 @@ def test_from_keras_errors():
         jrnn.from_keras(keras_layer("gru", build=False))
     with pytest.raises(ValueError, match="`layer` \\(LSTMCell\\) is not built"):
         jrnn.from_keras(keras.layers.LSTMCell(H))
-    with pytest.raises(TypeError, match="got ConvLSTM1D"):
+    with pytest.raises(ValueError, match="`layer` \\(ConvLSTM1D\\) is not built"):  # converted once built
         jrnn.from_keras(keras.layers.ConvLSTM1D(2, 3))
     with pytest.raises(TypeError, match="got Dense"):
         jrnn.from_keras(keras.layers.Dense(2))
