@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from jrnn import policy
 from jrnn.derivative import run_fused
-from jrnn.linear_scan import run_parallel
+from jrnn.linear_scan import run_chunked, run_parallel
 from jrnn.steps import scan_cell, walk
 
 State = Any
@@ -60,9 +60,11 @@ def run_cell(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool, masks: Op
         ys = jnp.zeros((0, xs.shape[1], cell.output_size), cell.output_dtype)
         return ys, (jax.tree.map(lambda a: a[None][:0], h0) if states else h0)
     x_in = xs if masks.in_mask is None else xs * masks.in_mask.astype(xs.dtype)[None]
-    if policy.use_parallel(cell, mode, T):
-        ys, hs = run_parallel(cell, x_in, h0, reverse=reverse, valid=masks.valid, resets=masks.resets,
-                              h_reset=masks.h_reset)
+    scan = policy.linear_scan(cell, mode, T)
+    if scan is not None:
+        run = run_parallel if scan == "parallel" else run_chunked
+        ys, hs = run(cell, x_in, h0, reverse=reverse, valid=masks.valid, resets=masks.resets,
+                     h_reset=masks.h_reset)
         h = hs[0 if reverse else T - 1]
     else:
         if policy.use_derivative(cell, resets=masks.resets, rec_mask=masks.rec_mask):

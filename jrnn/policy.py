@@ -14,6 +14,8 @@ import jax
 # every T measured (bench/parallel.py: associative_scan 1.2-3x slower for training up to T=4096); on an
 # H200 the parallel form was 4.7x faster at T=64.
 PARALLEL_MIN_T = {"cpu": None, "gpu": 64, "tpu": 64}
+# `mode="auto"`: the chunked scan from this T on, where the parallel scan is not taken (None: never).
+CHUNKED_MIN_T = {"cpu": None, "gpu": None, "tpu": None}
 
 
 def default_unroll(width: int, T: int, B: int) -> int:
@@ -39,11 +41,15 @@ def use_derivative(cell, *, resets: Optional[jax.Array], rec_mask: Optional[jax.
     return (cell.fused and cell.dtype == cell.state_dtype and resets is None and rec_mask is None)
 
 
-def use_parallel(cell, mode: str, T: int) -> bool:
-    """Whether a `linear` cell runs by associative scan: `mode="auto"` picks by backend and length."""
+def linear_scan(cell, mode: str, T: int) -> Optional[str]:
+    """How a `linear` cell runs: "parallel" (`jax.lax.associative_scan`), "chunked" (`run_chunked`), or
+    None (the sequential loop of every cell). `mode="auto"` picks by backend and length."""
     if not cell.linear or mode == "sequential":
-        return False
-    if mode == "parallel":
-        return True
+        return None
+    if mode in ("parallel", "chunked"):
+        return mode
     threshold = PARALLEL_MIN_T.get(jax.default_backend())
-    return threshold is not None and T >= threshold
+    if threshold is not None and T >= threshold:
+        return "parallel"
+    chunked = CHUNKED_MIN_T.get(jax.default_backend())
+    return "chunked" if chunked is not None and T >= chunked else None

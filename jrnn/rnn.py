@@ -19,7 +19,7 @@ from jrnn.cells.base import check_key
 from jrnn.layers import Bidirectional, Dropout, Function, Params, Stack, cells_of, run
 from jrnn.loop import valid_steps
 
-MODES = ("auto", "sequential", "parallel")
+MODES = ("auto", "sequential", "chunked", "parallel")
 State = Any  # a cell's state pytree (an array `[..., H]`, an `LSTMState`, ...), or tuples for composites
 
 # The arguments of `rnn_apply` that must be static under `jax.jit`:
@@ -199,9 +199,9 @@ def _check_mode(params, mode, rates: Dropout) -> None:
     if mode not in MODES:
         raise ValueError(f"Unknown `mode` {mode!r}; expected one of {MODES}")
     cells = cells_of(params)
-    if mode == "parallel" and not all(c.linear for c in cells):
+    if mode in ("parallel", "chunked") and not all(c.linear for c in cells):
         names = sorted({type(c).__name__ for c in cells if not c.linear})
-        raise ValueError(f"`mode=\"parallel\"` needs cells that declare `linear` (MinGRU, MinLSTM, LRU); "
+        raise ValueError(f"`mode=\"{mode}\"` needs cells that declare `linear` (MinGRU, MinLSTM, LRU); "
                          f"got {', '.join(names)}: use mode=\"sequential\"")
     rate = rates.recurrent
     if (isinstance(rate, jax.core.Tracer) or rate > 0) and not all(c.recurrent_dropout for c in cells):

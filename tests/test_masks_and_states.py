@@ -63,7 +63,7 @@ def test_mask_from_keras_masking_layer_in_a_model():
 # ---------------------------------------------------------------------------------------------
 # A Python loop over `cell_apply`: values, final states, per-step states and gradients, with garbage
 # (NaN, inf) at the masked steps, for every kind of path: the fused derivative, autodiff with resets,
-# remat, the parallel scan, a readout, a composite and a user's cell.
+# remat, the parallel and chunked scans, a readout, a composite and a user's cell.
 
 def _stack():
     return jrnn.Stack((jrnn.Bidirectional.init(KEYS[1], jrnn.GRU, I, H), jrnn.LSTM.init(KEYS[2], 2 * H, H)))
@@ -76,7 +76,7 @@ CASES = {
     "simple_remat_time_major": (lambda: jrnn.SimpleRNN.init(KEYS[0], I, H), dict(remat=4, time_major=True)),
     "mingru_parallel_resets_reverse": (lambda: jrnn.MinGRU.init(KEYS[0], I, H),
                                        dict(mode="parallel", resets=RESETS, reverse=True)),
-    "lru_parallel": (lambda: jrnn.LRU.init(KEYS[0], I, H), dict(mode="parallel")),
+    "lru_chunked": (lambda: jrnn.LRU.init(KEYS[0], I, H), dict(mode="chunked")),
     "stack_bidirectional": (_stack, dict(unroll=3)),
     "custom_indrnn_step": (lambda: custom_cell.IndRNN.init(KEYS[0], I, H), dict(resets=RESETS)),
 }

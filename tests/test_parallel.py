@@ -1,6 +1,7 @@
 """MinGRU, MinLSTM and LRU: the papers' equations in NumPy, and parallel mode == sequential mode."""
 
 import functools
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 import jrnn
+from jrnn import linear_scan
 
 KINDS = {"mingru": jrnn.MinGRU, "minlstm": jrnn.MinLSTM, "lru": jrnn.LRU}
 
@@ -105,8 +107,22 @@ def test_parallel_equals_sequential(kind, T, reverse):
     lengths = jnp.array([T, max(T // 2, 1), 0])
     resets = jax.random.bernoulli(jax.random.key(3), 0.1, (B, T))
     seq = loss_and_grads(p, xs, h0, lengths, resets, "sequential", reverse)
-    par = loss_and_grads(p, xs, h0, lengths, resets, "parallel", reverse)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5), par, seq)
+    for mode in ("parallel", "chunked"):
+        got = loss_and_grads(p, xs, h0, lengths, resets, mode, reverse)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5), got, seq)
+
+
+@pytest.mark.parametrize("T, chunk", [(10, 3), (5, 8)])  # a partial last chunk; one chunk
+def test_chunked_forward_mode_equals_sequential(T, chunk):
+    """`jvp` through the chunked scan's own derivative, any chunk size, against the sequential loop."""
+    p = make("mingru", 3, 4)
+    xs = jax.random.normal(jax.random.key(1), (2, T, 3))
+    dp = jax.tree.map(jnp.ones_like, p)
+    f = lambda p, mode: jrnn.rnn_apply(p, xs, reverse=True, mode=mode)  # noqa: E731
+    want = jax.jvp(lambda p: f(p, "sequential"), (p,), (dp,))
+    with mock.patch.object(linear_scan, "chunk_size", lambda T: chunk):
+        got = jax.jvp(lambda p: f(p, "chunked"), (p,), (dp,))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), got, want)
 
 
 def test_stack_and_bidirectional_in_parallel_mode():
@@ -117,15 +133,18 @@ def test_stack_and_bidirectional_in_parallel_mode():
     lengths = jnp.array([9, 3])
     run = jax.jit(jrnn.rnn_apply, static_argnames="mode")
     a = run(stack, xs, lengths=lengths, mode="sequential")
-    b = run(stack, xs, lengths=lengths, mode="parallel")
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a, b)
+    for mode in ("parallel", "chunked"):
+        b = run(stack, xs, lengths=lengths, mode=mode)
+        jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a, b)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_long_sequences_stay_finite(kind):
+@pytest.mark.parametrize("kind, modes", [("mingru", ("parallel", "chunked")),
+                                         ("minlstm", ("chunked", "sequential")),
+                                         ("lru", ("parallel", "chunked"))])
+def test_long_sequences_stay_finite(kind, modes):
     p = KINDS[kind].init(jax.random.key(0), 4, 8)
     xs = 3 * jax.random.normal(jax.random.key(1), (2, 16384, 4))
-    for mode in ("parallel", "sequential"):
+    for mode in modes:
         g = jax.jit(jax.value_and_grad(lambda p, m=mode: jnp.mean(jrnn.rnn_apply(p, xs, mode=m)[0])))
         value, grads = g(p)
         assert bool(jnp.isfinite(value))
@@ -135,9 +154,10 @@ def test_long_sequences_stay_finite(kind):
 def test_mode_errors():
     gru = jrnn.GRU.init(jax.random.key(0), 3, 4)
     xs = jnp.ones((2, 5, 3))
-    with pytest.raises(ValueError, match=r'`mode="parallel"` needs cells that declare `linear` '
-                                         r"\(MinGRU, MinLSTM, LRU\); got GRU"):
-        jrnn.rnn_apply(gru, xs, mode="parallel")
+    for mode in ("parallel", "chunked"):
+        with pytest.raises(ValueError, match=rf'`mode="{mode}"` needs cells that declare `linear` '
+                                             r"\(MinGRU, MinLSTM, LRU\); got GRU"):
+            jrnn.rnn_apply(gru, xs, mode=mode)
     with pytest.raises(ValueError, match=r"Unknown `mode` 'fast'; expected one of \('auto', 'sequential', "):
         jrnn.rnn_apply(gru, xs, mode="fast")
     with pytest.raises(ValueError, match=r"`recurrent_dropout` needs cells that declare.*got MinGRU"):

@@ -2,7 +2,7 @@
 params, both), grad, jacrev, jvp, jacfwd, linearize, hessian and forward-over-reverse Hessian-vector
 products, each against the same derivative of a Python loop over `cell_apply` (tests/reference.py), in
 float64. Rows are the corners of cell kind x composite x unroll x path (jrnn's own derivative, autodiff,
-remat, the parallel scan). A user's cell is plain autodiff, as the GRU with `reset_after=False`."""
+remat, the chunked scan). A user's cell is plain autodiff, as the GRU with `reset_after=False`."""
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,9 @@ ROWS = {
                                                         dict(reverse=True, lengths=LENGTHS)),
     # The derivative (GRU) and autodiff (GRU reset_after=False) under remat, segments of 3 and 1.
     "gru+gru_before-stack-remat-unroll2": ("gru+gru_before", "stack", dict(remat=3, unroll=2), {}),
-    "mingru-cell-parallel": ("mingru", "cell", dict(mode="parallel", lengths=LENGTHS), dict(lengths=LENGTHS)),
+    # The chunked scan's own derivative (chunks of 2), reverse (the parallel scan is plain autodiff).
+    "mingru-cell-chunked-reverse": ("mingru", "cell", dict(mode="chunked", reverse=True, lengths=LENGTHS),
+                                    dict(reverse=True, lengths=LENGTHS)),
 }
 
 
