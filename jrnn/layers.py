@@ -323,7 +323,8 @@ def _mask(key, rate, shape, dtype) -> Optional[jax.Array]:
 
 def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, valid: Optional[jax.Array],
         resets: Optional[jax.Array], key: Optional[jax.Array], dropout: Dropout,
-        remat: Optional[int] = None, mode: str = "auto", reset_state=None, states: bool = False):
+        remat: Optional[int] = None, mode: str = "auto", reset_state=None, states: bool = False,
+        axis_name: Optional[str] = None):
     """Runs any params on flat time-major `xs [T, B, I]` and flat state; returns `(ys, h_T)`, or with
     `states` `(ys, hs)`: the state after every step, structured as `h0` with `[T, B, F]` leaves.
 
@@ -332,7 +333,8 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, valid: Opti
     `resets` restores.
     """
     sub = lambda i: None if reset_state is None else reset_state[i]  # noqa: E731
-    kw = dict(k=k, valid=valid, resets=resets, dropout=dropout, remat=remat, mode=mode, states=states)
+    kw = dict(k=k, valid=valid, resets=resets, dropout=dropout, remat=remat, mode=mode, states=states,
+              axis_name=axis_name)
     if isinstance(params, Bidirectional):
         kf, kb = (None, None) if key is None else jax.random.split(key)
         yf, hf = run(params.forward, xs, h0[0], reverse=reverse, key=kf, reset_state=sub(0), **kw)
@@ -376,7 +378,8 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, valid: Opti
                   h_reset=None if resets is None else h_reset,
                   in_mask=_mask(k_in, dropout.input, (B, params.input_size), params.dtype),
                   rec_mask=rec_mask)
-    return run_cell(params, xs, h0, k=k, reverse=reverse, masks=masks, remat=remat, mode=mode, states=states)
+    return run_cell(params, xs, h0, k=k, reverse=reverse, masks=masks, remat=remat, mode=mode, states=states,
+                    axis_name=axis_name)
 
 
 def _reverse_resets(resets: jax.Array, valid: Optional[jax.Array]) -> jax.Array:

@@ -41,18 +41,25 @@ def steps(cell, xs: jax.Array, valid: Optional[jax.Array], resets: Optional[jax.
 
 def run_parallel(cell, xs: jax.Array, h0: jax.Array, *, reverse: bool, valid: Optional[jax.Array] = None,
                  resets: Optional[jax.Array] = None, h_reset: Optional[jax.Array] = None,
-                 ) -> tuple[jax.Array, jax.Array]:
-    """`linear` `cell` over `xs [T, B, I]` (inputs already dropped out): `(ys [T, B, H], hs [T, B, H])`,
-    `hs` the state after each step (kept at skipped steps: the final state is `hs[-1]`, `hs[0]` reversed).
-    `h0` enters the first map."""
+                 axis_name: Optional[str] = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`linear` `cell` over `xs [T, B, I]` (inputs already dropped out): `(ys [T, B, H], hs [T, B, H], h_T)`,
+    `hs` the state after each step (kept at skipped steps) and `h_T` the final one. `h0` enters the first
+    map. With `axis_name`, `xs` is this device's block of a sequence split over that mesh axis (see
+    `across_devices`): `h_T` is then the whole sequence's."""
     T = xs.shape[0]
     a, b = steps(cell, xs, valid, resets, h_reset)  # [T, B, H] each
-    first = T - 1 if reverse else 0
-    b = b.at[first].add(a[first] * h0.astype(a.dtype))
-    _, hs = jax.lax.associative_scan(combine, (a, b), reverse=reverse, axis=0)
+    first, last = (T - 1, 0) if reverse else (0, T - 1)
+    if axis_name is None:
+        b = b.at[first].add(a[first] * h0.astype(a.dtype))
+        _, hs = jax.lax.associative_scan(combine, (a, b), reverse=reverse, axis=0)
+        h_T = hs[last]
+    else:  # every prefix map, then the state entering this block through them
+        A, Bp = jax.lax.associative_scan(combine, (a, b), reverse=reverse, axis=0)
+        h_in, h_T = across_devices(A[last], Bp[last], h0.astype(a.dtype), reverse, axis_name)
+        hs = Bp + A * h_in[None]
     hs = hs.astype(cell.state_dtype)
     ys = hs if valid is None else jnp.where(valid[..., None], hs, jnp.zeros_like(hs))
-    return ys, hs
+    return ys, hs, h_T.astype(cell.state_dtype)
 
 
 def chunk_size(T: int) -> int:
@@ -62,7 +69,8 @@ def chunk_size(T: int) -> int:
 
 def run_chunked(cell, xs: jax.Array, h0: jax.Array, *, reverse: bool, valid: Optional[jax.Array] = None,
                 resets: Optional[jax.Array] = None, h_reset: Optional[jax.Array] = None,
-                chunk: Optional[int] = None) -> tuple[jax.Array, jax.Array]:
+                chunk: Optional[int] = None, axis_name: Optional[str] = None,
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """`run_parallel`'s contract, computed in chunks of `C` steps (`chunk`, default `chunk_size(T)`).
 
     Time is padded with identity steps to `n * C` and laid out `[C, n, B, .]` (step `t = i*C + j` at
@@ -87,10 +95,42 @@ def run_chunked(cell, xs: jax.Array, h0: jax.Array, *, reverse: bool, valid: Opt
                                                         False)  # padding to `n * C` steps is skipped
     a, b = steps(cell, lay(xs, 0), ok, None if resets is None else lay(resets, False), h_reset)
 
-    hs = affine_chunks(a, b, h0.astype(a.dtype), reverse)  # [C, n, B, H]
+    h0 = h0.astype(a.dtype)
+    if axis_name is not None:  # this block's map, then the state entering it
+        (A, Bc), _ = jax.lax.scan(_compose, _identity(a[0]), (a, b), reverse=reverse)  # each chunk's
+        (A, Bc), _ = jax.lax.scan(_compose, _identity(A[0]), (A, Bc), reverse=reverse)  # the block's
+        h0, h_T = across_devices(A, Bc, h0, reverse, axis_name)
+    hs = affine_chunks(a, b, h0, reverse)  # [C, n, B, H]
     hs = jnp.swapaxes(hs, 0, 1).reshape(n * C, B, -1)[:T].astype(cell.state_dtype)
     ys = hs if valid is None else jnp.where(valid[..., None], hs, jnp.zeros_like(hs))
-    return ys, hs
+    return ys, hs, (hs[0 if reverse else T - 1] if axis_name is None else h_T.astype(cell.state_dtype))
+
+
+def across_devices(A: jax.Array, B: jax.Array, h0: jax.Array, reverse: bool, axis_name: str):
+    """Sequence parallelism: this device holds one block of the sequence, whose steps compose to the map
+    `h -> A * h + B` (`[B, H]` each). The maps of all devices along `axis_name` are gathered and folded
+    in order from `h0` (from the last device when `reverse`): `(h_in, h_T)`, the state entering this
+    device's block and the whole sequence's final one, the same on every device. The gather is one
+    `psum` of `2 x [D, B, H]` (each device's map in its own row, zeros elsewhere): unlike `all_gather`,
+    its result is known to be the same on every device, so `h_T` may leave `shard_map` replicated."""
+    D, i = jax.lax.axis_size(axis_name), jax.lax.axis_index(axis_name)
+    rows = lambda a: jnp.zeros((D, *a.shape), a.dtype).at[i].set(a)  # noqa: E731
+    As, Bs = jax.lax.psum((rows(A), rows(B)), axis_name)  # [D, B, H] each
+
+    def enter(h, AB):
+        return AB[0] * h + AB[1], h
+
+    h_T, starts = jax.lax.scan(enter, h0, (As, Bs), reverse=reverse)
+    return starts[i], h_T
+
+
+def _compose(acc, ab):
+    """The map `(A, B)`, then the step `(a, b)`: `(a A, a B + b)`."""
+    return (ab[0] * acc[0], ab[0] * acc[1] + ab[1]), None
+
+
+def _identity(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return jnp.ones_like(a), jnp.zeros_like(a)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
@@ -110,9 +150,6 @@ def affine_chunks(a: jax.Array, b: jax.Array, h0: jax.Array, reverse: bool) -> j
 
 
 def _affine_chunks(a, b, h0, reverse):
-    def compose(acc, ab):  # the map (A, B) then the step (a, b): (a A, a B + b)
-        return (ab[0] * acc[0], ab[0] * acc[1] + ab[1]), None
-
     def enter(h, AB):  # the state entering a chunk, then the one leaving it
         return AB[0] * h + AB[1], h
 
@@ -120,8 +157,7 @@ def _affine_chunks(a, b, h0, reverse):
         h = ab[0] * h + ab[1]
         return h, h
 
-    one = (jnp.ones_like(a[0]), jnp.zeros_like(b[0]))
-    (A, Bc), _ = jax.lax.scan(compose, one, (a, b), reverse=reverse)  # 1. [n, B, H] each
+    (A, Bc), _ = jax.lax.scan(_compose, _identity(a[0]), (a, b), reverse=reverse)  # 1. [n, B, H] each
     _, starts = jax.lax.scan(enter, h0, (A, Bc), reverse=reverse)  # 2. [n, B, H]
     _, hs = jax.lax.scan(walk, starts, (a, b), reverse=reverse)  # 3. [C, n, B, H]
     return hs, starts

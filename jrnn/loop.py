@@ -39,20 +39,23 @@ class Masks(NamedTuple):
     rec_mask: Optional[jax.Array] = None
 
 
-def valid_steps(lengths: jax.Array, T: int) -> jax.Array:
-    """Bool `[T, B]`: True at the steps `t < lengths[b]` (time-major `jrnn.sequence_mask`)."""
-    return jnp.arange(T, dtype=jnp.int32)[:, None] < lengths[None, :]
+def valid_steps(lengths: jax.Array, T: int, offset=0) -> jax.Array:
+    """Bool `[T, B]`: True at the steps `offset + t < lengths[b]` (time-major `jrnn.sequence_mask`;
+    `offset` the first step's index in the whole sequence, for a block of it)."""
+    return (jnp.arange(T, dtype=jnp.int32) + offset)[:, None] < lengths[None, :]
 
 
 def run_cell(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool, masks: Optional[Masks] = None,
-             remat: Optional[int] = None, mode: str = "auto", states: bool = False) -> tuple[jax.Array, Any]:
+             remat: Optional[int] = None, mode: str = "auto", states: bool = False,
+             axis_name: Optional[str] = None) -> tuple[jax.Array, Any]:
     """Runs `cell` over `xs [T, B, I]` from `h0`; returns `(ys [T, B, F], h_T)`, `ys` after `readout`;
     with `states`, `(ys, hs)` instead, `hs` the state after each step (`[T, B, F]` leaves; at a masked
     step the state it keeps).
 
     With `remat=c`, the steps run in segments of `c` under `jax.checkpoint`: the backward pass keeps only
     the state at segment boundaries and recomputes each segment (sqrt(T) memory for `c ~ sqrt(T)`), at
-    the cost of a second forward pass.
+    the cost of a second forward pass. With `axis_name` (linear cells), `xs` is this device's block of a
+    sequence split over that mesh axis (`jrnn.linear_scan.across_devices`).
     """
     masks = Masks() if masks is None else masks
     T = xs.shape[0]
@@ -60,12 +63,11 @@ def run_cell(cell, xs: jax.Array, h0: State, *, k: int, reverse: bool, masks: Op
         ys = jnp.zeros((0, xs.shape[1], cell.output_size), cell.output_dtype)
         return ys, (jax.tree.map(lambda a: a[None][:0], h0) if states else h0)
     x_in = xs if masks.in_mask is None else xs * masks.in_mask.astype(xs.dtype)[None]
-    scan = policy.linear_scan(cell, mode, T)
+    scan = policy.linear_scan(cell, mode, T, across_devices=axis_name is not None)
     if scan is not None:
         run = run_parallel if scan == "parallel" else run_chunked
-        ys, hs = run(cell, x_in, h0, reverse=reverse, valid=masks.valid, resets=masks.resets,
-                     h_reset=masks.h_reset)
-        h = hs[0 if reverse else T - 1]
+        ys, hs, h = run(cell, x_in, h0, reverse=reverse, valid=masks.valid, resets=masks.resets,
+                        h_reset=masks.h_reset, axis_name=axis_name)
     else:
         if policy.use_derivative(cell, resets=masks.resets, rec_mask=masks.rec_mask):
             def segment(h, x, ok, _):

@@ -41,9 +41,10 @@ def use_derivative(cell, *, resets: Optional[jax.Array], rec_mask: Optional[jax.
     return (cell.fused and cell.dtype == cell.state_dtype and resets is None and rec_mask is None)
 
 
-def linear_scan(cell, mode: str, T: int) -> Optional[str]:
+def linear_scan(cell, mode: str, T: int, across_devices: bool = False) -> Optional[str]:
     """How a `linear` cell runs: "parallel" (`jax.lax.associative_scan`), "chunked" (`run_chunked`), or
-    None (the sequential loop of every cell). `mode="auto"` picks by backend and length."""
+    None (the sequential loop of every cell). `mode="auto"` picks by backend and length; a sequence split
+    across devices takes the parallel or the chunked scan (`rnn_apply` refuses "sequential" there)."""
     if not cell.linear or mode == "sequential":
         return None
     if mode in ("parallel", "chunked"):
@@ -52,4 +53,4 @@ def linear_scan(cell, mode: str, T: int) -> Optional[str]:
     if threshold is not None and T >= threshold:
         return "parallel"
     chunked = CHUNKED_MIN_T.get(jax.default_backend())
-    return "chunked" if chunked is not None and T >= chunked else None
+    return "chunked" if across_devices or (chunked is not None and T >= chunked) else None

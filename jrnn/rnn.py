@@ -24,7 +24,7 @@ State = Any  # a cell's state pytree (an array `[..., H]`, an `LSTMState`, ...),
 
 # The arguments of `rnn_apply` that must be static under `jax.jit`:
 # `jax.jit(jrnn.rnn_apply, static_argnames=jrnn.STATIC_ARGNAMES)` jits it with every option usable.
-STATIC_ARGNAMES = ("unroll", "reverse", "time_major", "remat", "mode", "return_states")
+STATIC_ARGNAMES = ("unroll", "reverse", "time_major", "remat", "mode", "return_states", "axis_name")
 
 
 def _check_static(name: str, value) -> None:
@@ -210,6 +210,27 @@ def _check_mode(params, mode, rates: Dropout) -> None:
                          f"matmul: SimpleRNN, LSTM, GRU); got {', '.join(names)}: use `dropout`")
 
 
+def _check_axis_name(params, axis_name, mode, reverse_resets: bool) -> None:
+    if not isinstance(axis_name, str):
+        raise TypeError(f"`axis_name` must be a str, a mesh axis name; got {axis_name!r}")
+    cells = cells_of(params)
+    if not all(c.linear for c in cells):
+        names = sorted({type(c).__name__ for c in cells if not c.linear})
+        raise ValueError(f"`axis_name` (a sequence split across devices) needs cells that declare `linear` "
+                         f"(MinGRU, MinLSTM, LRU); got {', '.join(names)}")
+    if mode == "sequential":
+        raise ValueError("`axis_name` runs each block by the chunked or parallel scan; got "
+                         "mode=\"sequential\": use \"auto\", \"chunked\" or \"parallel\"")
+    if reverse_resets:
+        raise ValueError("`axis_name` with `resets` and `reverse` together is not supported: a reverse "
+                         "run's reset moves to the step before, which may sit on another device")
+    try:
+        jax.lax.axis_index(axis_name)
+    except NameError:
+        raise ValueError(f"`axis_name` {axis_name!r} is not a mesh axis here: call `rnn_apply` inside "
+                         f"`jax.shard_map` over a mesh with that axis") from None
+
+
 def initial_state(params: Params, batch_shape: tuple[int, ...] = ()) -> State:
     """Zero state `[*batch_shape, H]`; `LSTMState(h, c)` for an LSTM; tuples for composites."""
     _check_params(params)
@@ -287,7 +308,7 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
               key: Optional[jax.Array] = None, dropout: float = 0.0, recurrent_dropout: float = 0.0,
               layer_dropout: float = 0.0, remat: Optional[int] = None,
               mode: str = "auto", reset_state: Optional[State] = None, mask: Optional[jax.Array] = None,
-              return_states: bool = False) -> tuple[Any, State]:
+              return_states: bool = False, axis_name: Optional[str] = None) -> tuple[Any, State]:
     """Runs a cell, a `Bidirectional` pair or a `Stack` over a sequence.
 
     For one cell it is, to float32 rounding, this loop over `cell_apply` (with `lengths`, steps past a
@@ -355,12 +376,21 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
         (`LSTMState(h, c)` of sequences for an LSTM). A skipped step repeats the state it keeps,
         so `h_T` is the last entry of a forward run (the first of a reverse one).
 
+      axis_name: sequence parallelism for `linear` cells (MinGRU, MinLSTM, LRU), inside `jax.shard_map`
+        with `xs` split on its time axis over the mesh axis `axis_name`: `xs` (and `mask`, `resets`)
+        are this device's block of `T` steps, in device order; `h0`, `lengths` and the params are the
+        whole sequence's. Each device runs its block from a zero state, the blocks' maps (`2 x [B, H]`
+        per device) are all-gathered and folded, and each device corrects its block: the same `ys`
+        block and final state (on every device) as one device running the whole sequence. Not with
+        `resets` and `reverse` together, nor `mode="sequential"`.
+
     Returns:
       `(ys, h_T)`: outputs `[..., T, F]` (layout as `xs`; F the output width; a pair for a
       `Bidirectional` with `merge=None`) and the final state (same structure as `h0`); with
       `return_states`, `(ys, hs)`.
     """
     _check_params(params)
+    _check_static("axis_name", axis_name)
     reverse, time_major = _check_flag("reverse", reverse), _check_flag("time_major", time_major)
     return_states = _check_flag("return_states", return_states)
     _check_static("remat", remat)
@@ -368,6 +398,8 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
     xs = _check_input("xs", xs, params, 2, layout)
     rates = _check_dropout(key, dropout, recurrent_dropout, layer_dropout)
     _check_mode(params, mode, rates)
+    if axis_name is not None:
+        _check_axis_name(params, axis_name, mode, reverse and resets is not None)
     if remat is not None and (isinstance(remat, (bool, np.bool_))
                               or not isinstance(remat, (int, np.integer)) or remat < 1):
         raise ValueError(f"`remat` must be None or a positive int; got {remat!r}")
@@ -391,7 +423,10 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
     per_step = lambda a: (a if time_major else jnp.moveaxis(a, -1, 0)).reshape(T, B)  # noqa: E731
     valid = None
     if lengths is not None:
-        valid = valid_steps(_check_lengths(lengths, batch_shape, T).reshape(B), T)
+        # With `axis_name`, `xs` is one block of T steps and `lengths` count the whole sequence's.
+        whole, offset = ((T, 0) if axis_name is None else
+                         (T * jax.lax.axis_size(axis_name), jax.lax.axis_index(axis_name) * T))
+        valid = valid_steps(_check_lengths(lengths, batch_shape, whole).reshape(B), T, offset)
     if mask is not None:
         mask = per_step(_check_resets("mask", mask, shape, where))
         valid = mask if valid is None else valid & mask
@@ -405,7 +440,7 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
     ys, h = run(params, xs, flat(h0),
                 k=T if unroll is True else unroll, reverse=reverse, valid=valid, resets=resets,
                 key=key, dropout=rates, remat=None if remat is None else int(remat),
-                mode=mode, reset_state=reset_state, states=return_states)
+                mode=mode, reset_state=reset_state, states=return_states, axis_name=axis_name)
 
     def unflat(y, shape):
         y = _unflatten(y.reshape(T, *batch_shape, y.shape[-1]), shape)

@@ -380,7 +380,8 @@ def test_one_jit_line_takes_every_option():
               reset_state=jrnn.initial_state(stack, (2,)), key=kd, dropout=0.3, recurrent_dropout=0.2,
               layer_dropout=0.1, remat=2, mode="sequential", mask=jnp.ones((2, 5), bool).at[1, 0].set(False),
               return_states=True)
-    assert set(jrnn.STATIC_ARGNAMES) == {"unroll", "reverse", "time_major", "remat", "mode", "return_states"}
+    assert set(jrnn.STATIC_ARGNAMES) == {"unroll", "reverse", "time_major", "remat", "mode", "return_states",
+                                        "axis_name"}
     run = jax.jit(jrnn.rnn_apply, static_argnames=jrnn.STATIC_ARGNAMES)
     got = run(stack, xs, None, **kw)
     want = jrnn.rnn_apply(stack, xs, None, **kw)
