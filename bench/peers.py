@@ -516,7 +516,8 @@ def markdown(data: dict) -> str:
         "`GRUCell` has no recurrent bias (checked against jrnn with that bias zero). PyTorch forward "
         "runs under `torch.no_grad()`; its fwd+bwd is forward, sum, backward, zero grads. Keras runs "
         "`layer.stateless_call` under `jax.jit`. `jax.experimental.rnn` lowers only on CUDA/ROCm "
-        "(cuDNN/MIOpen).",
+        "(cuDNN/MIOpen); its weights are jrnn's through `jrnn/interop/cudnn.py`'s `to_cudnn`. PyTorch "
+        "runs on CUDA (cuDNN, TF32 off) when JAX has a GPU: its note names the device.",
         "",
     ]
     return "\n".join(lines)
