@@ -15,9 +15,10 @@ Decision: jrnn does NOT route its LSTM through cuDNN, by default or by a hidden 
 options. It also lowers on CUDA/ROCm only, takes float32 only, has no projection, mask, resets or
 dropout masks of jrnn's kind. A route would pay for itself only if the portable path (`lax.scan` with
 jrnn's own derivative) were much slower: no GPU measurement yet shows it more than 1.5x slower than
-PyTorch's cuDNN LSTM (the H200 run of 2026-11-27 timed out before W2/W4 were saved). `bench/peers.py`
-times "jrnn default" against "jax.experimental.rnn (cuDNN)" fed by `to_cudnn`, so that the next GPU
-session can decide with figures; an opt-in route, if any, would build on these two functions.
+PyTorch's cuDNN LSTM (the H200 run of 2026-11-27 ran out of time before saving a peers table).
+`bench/peers.py` times "jrnn default" against "jax.experimental.rnn (cuDNN)" fed by `to_cudnn`, so that
+the next GPU session can decide with figures; an opt-in route, if any, would build on these two
+functions.
 """
 
 from __future__ import annotations
