@@ -106,7 +106,11 @@ def matmul_peak(n: int = 2048, calls: int = 5) -> dict:
 
 
 def write(name: str, data: dict, markdown: str) -> None:
-    """Writes `results/<name>.json` and `results/<name>.md`."""
+    """Writes `results/<name>.json` and `results/<name>.md`, each whole or not at all (a temporary file
+    renamed over the old one): a run killed while saving keeps the previous save."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=1, default=float) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown)
+    for path, text in ((RESULTS / f"{name}.json", json.dumps(data, indent=1, default=float) + "\n"),
+                       (RESULTS / f"{name}.md", markdown)):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)

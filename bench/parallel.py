@@ -1,6 +1,7 @@
 """Parallel vs sequential: MinGRU, MinLSTM and LRU by associative scan and by scan, against a GRU.
 
-    python bench/parallel.py [--quick | --smoke] [--calls 10] [--ts 256,4096] [--out bench/results]
+    python bench/parallel.py [--quick | --smoke] [--calls 10] [--ts 256,4096] [--save-every-row]
+                             [--out bench/results]
 
 For each sequence length T it first checks that `rnn_apply(..., mode="parallel")` gives the outputs and
 final state of `mode="sequential"` (rtol 1e-4) for MinGRU, MinLSTM and LRU, then times the forward pass
@@ -16,7 +17,10 @@ turn, so that load from other jobs falls on all of them alike. Median and min ov
 Reports per T: ms for each variant, the speed-up of MinGRU (its better mode) over the GRU, the
 parallel/sequential ratio, the crossover length from which parallel beats sequential, and whether the
 targets hold (MinGRU >= 10x faster than the GRU at T=4096 forward+backward; "auto" within 10% of the
-better mode at every T). Writes `<out>/parallel.{md,json}` and `<out>/parallel.png`.
+better mode at every T). Writes `<out>/parallel.{md,json}` after each T and `<out>/parallel.png` at the
+end. `--save-every-row` (bench/gpu.sh, where a compile takes seconds) times each variant on its own,
+`calls` calls in a row instead of interleaved rounds, and saves the md and JSON after every one, so a
+run cut short keeps every row it measured.
 """
 
 from __future__ import annotations
@@ -117,10 +121,18 @@ def same_program(params, xs, mode_a, mode_b) -> bool:
         jax.make_jaxpr(make_fn("fwd", mode_b))(params, xs))
 
 
-def run(preset: dict, calls: int, done=None) -> tuple[list, list]:
+def time_one(f, args, calls: int) -> dict:
+    """`common.time_jax` with `calls` calls in a row (`--save-every-row`)."""
+    t = common.time_jax(f, *args, calls=calls)
+    print(f"    compiled in {first_call_s(t):5.1f} s", end="", flush=True)
+    return t
+
+
+def run(preset: dict, calls: int, done=None, every_row: bool = False) -> tuple[list, list]:
     """Checks, then times every variant at every T; returns `(checks, records)`.
 
-    `done(checks, records)`, if given, is called after each T (to save what is measured so far).
+    `done(checks, records)`, if given, is called after each T (to save what is measured so far), and
+    with `every_row` after each variant too, each timed on its own (`time_one`, not interleaved).
     """
     B, H = preset["B"], preset["H"]
     params = {kind: cls.init(jax.random.key(0), H, H) for kind, cls in KINDS.items()}
@@ -147,8 +159,12 @@ def run(preset: dict, calls: int, done=None) -> tuple[list, list]:
                     continue  # the picked mode's program: its timing is auto's
                 else:
                     fns[name] = (make_fn(direction, mode), (params[kind], xs))
-            timed = time_group(fns, calls, preset["budget"])
+            timed = {} if every_row else time_group(fns, calls, preset["budget"])
             for name, (kind, mode) in VARIANTS.items():
+                if every_row and name in fns:
+                    print(f"    {name:20}", end="", flush=True)
+                    timed[name] = time_one(*fns[name], calls)
+                    print(flush=True)
                 rec = {"variant": name, "cell": kind, "mode": mode or "scan", "direction": direction,
                        "T": T, "B": B, "H": H, "I": H}
                 if mode == "auto":
@@ -164,6 +180,8 @@ def run(preset: dict, calls: int, done=None) -> tuple[list, list]:
                     print(f"    {name:20} {rec['median_ms']:10.2f} ms (min {rec['min_ms']:.2f}, "
                           f"{rec['calls']} calls)", flush=True)
                 records.append(rec)
+                if every_row and done is not None:
+                    done(checks, records)
     return checks, records
 
 
@@ -188,18 +206,19 @@ def summarize(records: list[dict]) -> dict:
     for (direction, T), by_v in by_row(records).items():
         ms = {v: r["median_ms"] for v, r in by_v.items() if r["status"] == "ok"}
         modes = {m: ms[f"MinGRU {m}"] for m in ("sequential", "parallel") if f"MinGRU {m}" in ms}
-        best = min(modes, key=modes.get)
-        auto = by_v["MinGRU auto"]
-        auto_over_best = ratio(ms.get("MinGRU auto"), modes[best])
+        best = min(modes, key=modes.get) if modes else None  # None, and auto {}: a row cut short
+        auto = by_v.get("MinGRU auto", {})
+        auto_over_best = ratio(ms.get("MinGRU auto"), modes.get(best))
         rows.append({
             "direction": direction, "T": T, "ms": ms, "mingru_best_mode": best,
             "mingru_speedup_over_gru": ratio(ms.get("GRU scan"), modes[best]),
             "parallel_over_sequential": {k: ratio(ms.get(f"{k} parallel"), ms.get(f"{k} sequential"))
                                          for k in LINEAR},
-            "auto_picked": auto["picked"], "auto_same_program_as_picked": auto["same_program_as_picked"],
+            "auto_picked": auto.get("picked"),
+            "auto_same_program_as_picked": auto.get("same_program_as_picked"),
             "auto_over_best": auto_over_best,
             # Within 10% as measured, or the very program of the better mode (the gap is then noise).
-            "auto_ok": auto_over_best is not None and (
+            "auto_ok": None if not auto or len(modes) < 2 else auto_over_best is not None and (
                 auto_over_best <= AUTO_SLACK
                 or (auto["picked"] == best and auto["same_program_as_picked"])),
         })
@@ -218,7 +237,7 @@ def summarize(records: list[dict]) -> dict:
                               "parallel_faster_at": [T for T, x in pts if x < 1]})
     target_row = next((r for r in rows if r["direction"] == "fwd+bwd" and r["T"] == TARGET_T), None)
     speedup = None if target_row is None else target_row["mingru_speedup_over_gru"]
-    bad_auto = [f"{r['direction']} T={r['T']}" for r in rows if not r["auto_ok"]]
+    bad_auto = [f"{r['direction']} T={r['T']}" for r in rows if r["auto_ok"] is False]
     targets = {
         "mingru_speedup_at_target": {
             "T": TARGET_T, "direction": "fwd+bwd", "want": TARGET_SPEEDUP, "got": speedup,
@@ -261,10 +280,15 @@ def markdown(data: dict) -> str:
     lines = [
         "# Parallel vs sequential: MinGRU, MinLSTM and LRU by associative scan, against a GRU", "",
         f"`{data['command']}` ({data['runtime_s']:.0f} s)", "",
+        *([] if data["complete"] else ["**Partial**: saved after the last row measured; the rest of the grid "
+                                       "was not run.", ""]),
         f"{m['cpu']}, {m['cores']} cores, {m['device']} ({m['platform']}); Python {m['python']}, "
         f"JAX {m['jax']}; XLA_FLAGS=`{m['xla_flags']}`; {m['date']}.", "",
-        f"B={g['B']}, H={g['H']}, I=H, float32. Median ms per call over {data['rounds']} interleaved "
-        "rounds (each round calls every variant of the row once; min in the JSON). Forward: the sum of "
+        f"B={g['B']}, H={g['H']}, I=H, float32. Median ms per call over {data['rounds']} "
+        + ("calls in a row per variant, each variant alone (`--save-every-row`; min in the JSON). "
+           if data["timing"] == "each variant alone" else
+           "interleaved rounds (each round calls every variant of the row once; min in the JSON). ")
+        + "Forward: the sum of "
         "the outputs; forward+backward: its gradient w.r.t. the params. `GRU scan`: `rnn_apply(gru, xs)`.",
         "`MinGRU auto`: `mode=\"auto\"`; (picks m) is `jrnn.policy.use_parallel(cell, \"auto\", T)`, "
         f"`PARALLEL_MIN_T` = {data['parallel_min_t']}; (= it): its jaxpr is the picked mode's, so that "
@@ -289,7 +313,8 @@ def markdown(data: dict) -> str:
                 x = row["ms"].get(name)
                 text = "skip" if x is None else f"{x:.3g}" if x < 1000 else f"{x:.0f}"
                 if name == "MinGRU auto":
-                    how = [f"picks {row['auto_picked']}"] + ["= it"] * row["auto_same_program_as_picked"]
+                    how = [f"picks {row['auto_picked']}"]
+                    how += ["= it"] * bool(row["auto_same_program_as_picked"])
                     text += f" ({', '.join(how)})"
                 cells.append(text)
             pos = row["parallel_over_sequential"]
@@ -300,7 +325,8 @@ def markdown(data: dict) -> str:
     lines += ["## First call: trace + lower + compile (s)", "",
               "| direction | T | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
     for (direction, T), by_v in by_row(data["results"]).items():
-        cells = ["skip" if by_v[n]["status"] != "ok" else f"= {by_v[n]['picked']}" if by_v[n].get("timing_of")
+        cells = ["n/a" if n not in by_v else "skip" if by_v[n]["status"] != "ok"
+                 else f"= {by_v[n]['picked']}" if by_v[n].get("timing_of")
                  else fmt(first_call_s(by_v[n]), ".2g") for n in names]
         lines.append(f"| {direction} | {T} | " + " | ".join(cells) + " |")
     lines += ["", "## Summary", "", *summary_lines(data["summary"]), ""]
@@ -320,7 +346,7 @@ def plot(data: dict, path: Path) -> None:
     for ax, (direction, title) in zip(axes, DIRECTIONS.items(), strict=True):
         for name in VARIANTS:
             pts = [(T, by_v[name]["median_ms"]) for (d, T), by_v in table.items()
-                   if d == direction and by_v[name]["status"] == "ok"]
+                   if d == direction and name in by_v and by_v[name]["status"] == "ok"]
             style = {"linestyle": "--", "color": "black"} if name == "MinGRU auto" else {}
             ax.plot([T for T, _ in pts], [x for _, x in pts], marker="o", markersize=3, label=name, **style)
         ax.set_xscale("log", base=2)
@@ -347,6 +373,8 @@ def main(argv=None) -> int:
     preset_arg.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds (the test)")
     parser.add_argument("--calls", type=int, default=None, help="interleaved rounds (default 10; 5 quick)")
     parser.add_argument("--ts", default=None, help="sequence lengths, e.g. 256,4096 (default: the preset's)")
+    parser.add_argument("--save-every-row", action="store_true",
+                        help="time each variant alone, saving after every one (a run cut short keeps them)")
     parser.add_argument("--out", type=Path, default=common.RESULTS, help="folder for the md, JSON and PNG")
     args = parser.parse_args(argv)
     preset_name = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -358,22 +386,24 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
 
-    def report(checks, records) -> dict:
-        """Writes the md, JSON and plot of what is measured so far; returns the data."""
+    def report(checks, records, final: bool = False) -> dict:
+        """Writes the md and JSON of what is measured so far, and the plot when `final`; returns the data."""
         data = {
             "command": command, "preset": preset_name, "machine": common.machine(), "calls": calls,
             "rtol": RTOL, "atol": ATOL, "parallel_min_t": dict(PARALLEL_MIN_T),
             "grid": {"Ts": list(preset["Ts"]), "B": preset["B"], "H": preset["H"], "I": preset["H"],
                      "variants": {n: {"cell": k, "mode": m or "scan"} for n, (k, m) in VARIANTS.items()},
                      "directions": list(DIRECTIONS)},
-            "checks": checks, "results": records, "summary": summarize(records),
+            "checks": checks, "results": records, "summary": summarize(records), "complete": final,
+            "timing": "each variant alone" if args.save_every_row else "interleaved rounds",
         }
         rounds = sorted({r["calls"] for r in records if r["status"] == "ok"})
         data["rounds"] = f"{rounds[0]} to {rounds[-1]}" if len(rounds) > 1 else f"{rounds[0]}"
         data["runtime_s"] = time.perf_counter() - t0
         args.out.mkdir(parents=True, exist_ok=True)
         data["plot"] = str(args.out / "parallel.png")
-        plot(data, args.out / "parallel.png")
+        if final:  # a few seconds of matplotlib: not after every row
+            plot(data, args.out / "parallel.png")
         saved, common.RESULTS = common.RESULTS, args.out  # common.write writes to common.RESULTS
         try:
             common.write("parallel", data, markdown(data))
@@ -381,8 +411,8 @@ def main(argv=None) -> int:
             common.RESULTS = saved
         return data
 
-    checks, records = run(preset, calls, done=report)
-    data = report(checks, records)
+    checks, records = run(preset, calls, done=report, every_row=args.save_every_row)
+    data = report(checks, records, final=True)
     print("\n" + "\n".join(summary_lines(data["summary"])))
     print(f"\nwrote {args.out}/parallel.{{md,json,png}} in {data['runtime_s']:.0f} s")
     if not all(c["ok"] for c in checks):

@@ -1,12 +1,16 @@
 """jrnn against the other RNN implementations for JAX, and PyTorch eager, on four workloads.
 
-    python bench/peers.py [--quick] [--smoke] [--workloads W1,W2] [--out bench/results]
+    python bench/peers.py [--quick] [--smoke] [--workloads W1,W2] [--unrolls 1,4,16] [--jrnn-rows default]
+                          [--out bench/results]
 
 Every peer gets the same weights as jrnn (copied into its own layout) and its outputs are checked
 against jrnn's before anything is timed. Then the forward pass (the sum of all outputs) and the
 forward+backward pass (the gradient of that sum with respect to the params) are timed: JAX peers
 with `common.time_jax` (trace, lower, compile and run apart), PyTorch eager with `common.time_call`.
-Writes `peers.md`, `peers.json` and `peers.png` (fwd+bwd median per workload and library).
+Writes `peers.md` and `peers.json` after every row (each whole: a run cut short, e.g. by `timeout`, keeps
+every row it measured), and `peers.png` (fwd+bwd median per workload and library) at the end.
+`--jrnn-rows default` keeps only jrnn's default row (no unroll sweep, no autodiff row): the peers'
+table first, where compiles are slow (bench/gpu.sh).
 
 Each peer is one function `peer(kind, params) -> (peer_params, forward, ref)`: `forward(peer_params,
 xs)` gives the outputs `[B, T, H]`, and `ref` is the jrnn params the outputs must match: `params`
@@ -218,22 +222,23 @@ def keras(kind, p):
 
 
 def jax_experimental_rnn(kind, p):
+    """cuDNN's LSTM through `jax.experimental.rnn.lstm` (a `custom_vjp`), jrnn's weights converted by
+    `jrnn.interop.cudnn.to_cudnn` (which tests/test_cudnn.py checks against JAX's `lstm_ref`)."""
     from jax.experimental import rnn
+
+    from jrnn.interop.cudnn import to_cudnn
 
     if kind != "LSTM":
         raise Skip("LSTM only")
+    weights, layout = to_cudnn(p)  # before the backend check: the CPU smoke test runs it too
     if jax.default_backend() not in ("gpu", "rocm", "cuda"):
         raise Skip(f"cuDNN/MIOpen only, not {jax.default_backend()}")
-    t = jrnn.to_torch(p)  # cuDNN's flat layout: W_ih, W_hh, b_ih, b_hh, PyTorch's gate rows
-    weights = jnp.concatenate([jnp.asarray(t[k].numpy()).ravel()
-                               for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")])
-    I, H = p.input_size, p.hidden_size
 
-    def forward(weights, xs):
+    def forward(weights, xs):  # float32 at JAX_DEFAULT_MATMUL_PRECISION=highest: no TF32 in cuDNN either
         B = xs.shape[0]
-        h0 = jnp.zeros((1, B, H), xs.dtype)
-        return rnn.lstm(xs, h0, h0, weights, jnp.full((B,), xs.shape[1], jnp.int32), input_size=I,
-                        hidden_size=H, num_layers=1, dropout=0.0, bidirectional=False)[0]
+        h0 = jnp.zeros((1, B, layout.hidden_size), xs.dtype)
+        return rnn.lstm(xs, h0, h0, weights, jnp.full((B,), xs.shape[1], jnp.int32), dropout=0.0,
+                        **layout.lstm_kwargs)[0]
 
     return weights, forward, p
 
@@ -268,7 +273,7 @@ PEERS = [
     ("Equinox + lax.scan", "equinox", equinox),
     ("Haiku dynamic_unroll", "haiku", haiku),
     ("Keras 3 (JAX)", "keras", keras),
-    ("jax.experimental.rnn", "jax", jax_experimental_rnn),
+    ("jax.experimental.rnn (cuDNN)", "jax", jax_experimental_rnn),
     ("PyTorch eager", "torch", None),
 ]
 LSTM_ONLY = {"Flax linen LSTMCell"}  # the second LSTM variant; other cells get one Flax linen row
@@ -350,12 +355,14 @@ def one_line(e: Exception) -> str:
     return text if len(text) <= 150 else text[:147] + "..."
 
 
-def run_workload(wname: str, w: Workload, calls: int, unrolls: tuple, log) -> list[dict]:
-    """All rows of one workload: `{library, direction, status, note, ...timings}`."""
+def run_workload(wname: str, w: Workload, calls: int, unrolls: tuple, log, rows: list, save=None,
+                 jrnn_rows: str = "all") -> None:
+    """Appends the rows of one workload, `{library, direction, status, note, ...timings}`, to `rows`,
+    calling `save()` after each library's two rows. `jrnn_rows="default"`: no "jrnn best" (the unroll
+    sweep) or "jrnn autodiff" rows."""
     kp, kx = jax.random.split(jax.random.key(0))
     params = getattr(jrnn, w.kind).init(kp, w.I, w.H, initializer="pytorch")
     xs = jax.random.normal(kx, (w.B, w.T, w.I), jnp.float32)
-    rows = []
 
     def add(library, results=None, status="ok", note=""):
         for direction in ("fwd", "fwd+bwd"):
@@ -364,13 +371,19 @@ def run_workload(wname: str, w: Workload, calls: int, unrolls: tuple, log) -> li
                 r.update(results[direction])
             rows.append(r)
         times = "" if results is None else " ".join(
-            f"{d} {results[d]['median_ms']:.2f} ms" for d in ("fwd", "fwd+bwd"))
+            f"{d} {results[d]['median_ms']:.2f} ms" + (f" (compile {results[d]['compile_ms'] / 1e3:.1f} s)"
+                                                       if "compile_ms" in results[d] else "")
+            for d in ("fwd", "fwd+bwd"))
         log(f"  {library}: {status} {note} {times}")
+        if save is not None:
+            save()
 
     # jrnn: default (no unroll argument), then the best of `unrolls` for each direction.
     want = np.asarray(jax.jit(jrnn.rnn_apply)(params, xs)[0])
     default = time_jax_peer(lambda p, xs: jrnn.rnn_apply(p, xs)[0], params, xs, calls)
     add("jrnn default", default, note="the reference")
+    if jrnn_rows == "default":
+        unrolls = ()
     # The default unroll traces to the same program as the default call: reuse its timings.
     unroll_default = inspect.signature(jrnn.rnn_apply).parameters["unroll"].default
     sweep = {unroll_default: default} if type(unroll_default) is int else {}
@@ -381,16 +394,18 @@ def run_workload(wname: str, w: Workload, calls: int, unrolls: tuple, log) -> li
         forward = lambda p, xs, k=k: jrnn.rnn_apply(p, xs, unroll=k)[0]  # noqa: E731
         sweep[k] = time_jax_peer(forward, params, xs, calls)
     best = {}
-    for direction in ("fwd", "fwd+bwd"):
+    for direction in ("fwd", "fwd+bwd") if unrolls else ():
         k = min(unrolls, key=lambda k: sweep[k][direction]["median_ms"])
         best[direction] = dict(sweep[k][direction], unroll=k,
                                sweep_ms={u: sweep[u][direction]["median_ms"] for u in unrolls})
-    add("jrnn best", best, note="unroll " + "/".join(str(best[d]["unroll"]) for d in ("fwd", "fwd+bwd")))
-    # The same cell without its `fused` declaration: the loop differentiated by JAX's autodiff, the
-    # baseline of jrnn's own derivative (jrnn/derivative.py).
-    autodiff = lambda p, xs: jrnn.rnn_apply(p, xs)[0]  # noqa: E731
-    autodiff = time_jax_peer(autodiff, autodiff_cell(params), xs, calls)
-    add("jrnn autodiff", autodiff, note="not fused: autodiff, not jrnn/derivative.py")
+    if best:
+        add("jrnn best", best, note="unroll " + "/".join(str(best[d]["unroll"]) for d in ("fwd", "fwd+bwd")))
+    if jrnn_rows != "default":
+        # The same cell without its `fused` declaration: the loop differentiated by JAX's autodiff, the
+        # baseline of jrnn's own derivative (jrnn/derivative.py).
+        autodiff = lambda p, xs: jrnn.rnn_apply(p, xs)[0]  # noqa: E731
+        autodiff = time_jax_peer(autodiff, autodiff_cell(params), xs, calls)
+        add("jrnn autodiff", autodiff, note="not fused: autodiff, not jrnn/derivative.py")
 
     for name, package, build in PEERS:
         if name in LSTM_ONLY and w.kind != "LSTM":
@@ -406,10 +421,11 @@ def run_workload(wname: str, w: Workload, calls: int, unrolls: tuple, log) -> li
                 module = torch_module(w.kind, params)
                 import torch
 
+                device = next(module.parameters()).device
                 with torch.no_grad():
-                    x = torch.from_numpy(np.array(xs)).to(next(module.parameters()).device)
-                    ys = module(x)[0].cpu().numpy()
-                add(library, time_torch(module, xs, calls), note=check(ys, want))
+                    ys = module(torch.from_numpy(np.array(xs)).to(device))[0].cpu().numpy()
+                cudnn = " (cuDNN)" if device.type == "cuda" and torch.backends.cudnn.is_available() else ""
+                add(library, time_torch(module, xs, calls), note=f"{check(ys, want)} on {device.type}{cudnn}")
                 continue
             peer_params, forward, ref = build(w.kind, params)
             ref_ys = want if ref is params else np.asarray(jax.jit(jrnn.rnn_apply)(ref, xs)[0])
@@ -419,7 +435,6 @@ def run_workload(wname: str, w: Workload, calls: int, unrolls: tuple, log) -> li
             add(library, status="skipped", note=str(e))
         except Exception as e:  # a peer that fails must not stop the run
             add(library, status="failed", note=one_line(e))
-    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,11 +479,17 @@ def markdown(data: dict) -> str:
         "",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         "",
+        *([] if data.get("complete", True) else [
+            f"**Partial** (saved after every row; {data['seconds']:.0f} s in): the last workload may lack "
+            "rows" + (f"; not started: {', '.join(data['not_run'])}" if data["not_run"] else "") + ".", ""]),
         "Forward = sum of all outputs; fwd+bwd = gradient of that sum w.r.t. the params. FLOPs: forward "
-        "2·B·T·(I+H)·G·H, fwd+bwd 3×. `×best`: median over the fastest median of its group. jrnn best: "
-        f"the best of unroll {unrolls} (note: the unroll chosen for fwd / fwd+bwd). jrnn autodiff: the "
-        "default through `jax.grad` of the loop instead of jrnn's own derivative (the cell not `fused`). "
-        "`check`: max abs difference from jrnn's outputs for the same weights.",
+        "2·B·T·(I+H)·G·H, fwd+bwd 3×. `×best`: median over the fastest median of its group. "
+        + ("jrnn: its default row only (`--jrnn-rows default`). " if data.get("jrnn_rows") == "default" else
+           f"jrnn best: the best of unroll {unrolls} (note: the unroll chosen for fwd / fwd+bwd). jrnn "
+           "autodiff: the default through `jax.grad` of the loop instead of jrnn's own derivative (the "
+           "cell not `fused`). ")
+        + "`compile ms`: XLA's compile alone (trace and lower apart, in the JSON). `check`: max abs "
+        "difference from jrnn's outputs for the same weights.",
         "",
     ]
     header = ["dir", "library", "median ms", "min ms", "compile ms", "×best", "GFLOP/s", "% peak",
@@ -495,7 +516,8 @@ def markdown(data: dict) -> str:
         "`GRUCell` has no recurrent bias (checked against jrnn with that bias zero). PyTorch forward "
         "runs under `torch.no_grad()`; its fwd+bwd is forward, sum, backward, zero grads. Keras runs "
         "`layer.stateless_call` under `jax.jit`. `jax.experimental.rnn` lowers only on CUDA/ROCm "
-        "(cuDNN/MIOpen).",
+        "(cuDNN/MIOpen); its weights are jrnn's through `jrnn/interop/cudnn.py`'s `to_cudnn`. PyTorch "
+        "runs on CUDA (cuDNN, TF32 off) when JAX has a GPU: its note names the device.",
         "",
     ]
     return "\n".join(lines)
@@ -540,6 +562,8 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds: for tests")
     parser.add_argument("--workloads", default=None, help="e.g. W1,W3 (default: all)")
     parser.add_argument("--unrolls", default=None, help="jrnn best: the unrolls tried (default 1,2,4,8,16)")
+    parser.add_argument("--jrnn-rows", choices=("all", "default"), default="all",
+                        help="default: jrnn's default row only (no unroll sweep, no autodiff row)")
     parser.add_argument("--out", default=str(common.RESULTS), help="folder for peers.{md,json,png}")
     args = parser.parse_args()
     table = SMOKE if args.smoke else WORKLOADS
@@ -551,6 +575,8 @@ def main() -> int:
     unrolls = UNROLLS[:2] if args.smoke else UNROLLS
     if args.unrolls:
         unrolls = tuple(int(u) for u in args.unrolls.split(","))
+    if args.jrnn_rows == "default":
+        unrolls = ()
     common.RESULTS = Path(args.out)  # common.write writes under common.RESULTS
     name = "peers_smoke" if args.smoke else "peers"
     start = time.perf_counter()
@@ -560,21 +586,27 @@ def main() -> int:
 
     log("matmul peak")
     peak = common.matmul_peak(256 if args.smoke else 2048, calls=5 if calls > 2 else 3)
+    head = {"command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+            "machine": common.machine(), "versions": versions(), "peak": peak, "calls": calls,
+            "unrolls": unrolls, "jrnn_rows": args.jrnn_rows}
     rows = []
+
+    def save(i: int, complete: bool = False) -> dict:
+        """Writes the md and JSON of every row so far, workload `names[i]` the last begun; returns the
+        data."""
+        fill_figures(rows, table, peak["peak_gflops"])
+        data = dict(head, workloads={n: dataclasses.asdict(table[n]) for n in names[:i + 1]},
+                    not_run=names[i + 1:], complete=complete, rows=rows, seconds=time.perf_counter() - start)
+        common.write(name, data, markdown(data))
+        return data
+
     for i, wname in enumerate(names):
         log(f"{wname} {table[wname]}")
-        rows += run_workload(wname, table[wname], calls, unrolls, log)
-        # Written after every workload, so a run cut short keeps what it measured.
-        done = names[:i + 1]
-        workloads = {n: dataclasses.asdict(table[n]) for n in done}
-        fill_figures(rows, table, peak["peak_gflops"])
-        data = {"command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
-                "machine": common.machine(), "versions": versions(), "peak": peak, "calls": calls,
-                "unrolls": unrolls, "workloads": workloads, "not_run": names[i + 1:], "rows": rows,
-                "seconds": time.perf_counter() - start}
-        md = markdown(data)
-        common.write(name, data, md)
-    print(md)
+        # Saved after every row, so a run cut short keeps what it measured.
+        run_workload(wname, table[wname], calls, unrolls, log, rows, functools.partial(save, i),
+                     args.jrnn_rows)
+    data = save(len(names) - 1, complete=True)
+    print(markdown(data))
     plot(data, common.RESULTS / f"{name}.png")
     log(f"wrote {common.RESULTS}/{name}.{{md,json,png}}")
     return 0

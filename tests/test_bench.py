@@ -62,10 +62,28 @@ def test_scan_vs_unroll_smoke(tmp_path, monkeypatch):
 
 
 def test_peers_smoke(tmp_path, monkeypatch):
-    """Every installed peer builds, matches jrnn's outputs and is timed, at tiny sizes."""
+    """Every installed peer builds, matches jrnn's outputs and is timed, at tiny sizes; the md and JSON
+    on disk are rewritten after every library's rows (what a run killed by `timeout` keeps)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common  # the module the script imports
+
+    saves, write = [], common.write
+
+    def spy(name, data, markdown):  # what is on disk after each save
+        write(name, data, markdown)
+        saves.append(json.loads((tmp_path / f"{name}.json").read_text()))
+
+    monkeypatch.setattr(common, "write", spy)
     args = ("--smoke", "--workloads", "W1,W2", "--unrolls", "1,2", "--out", str(tmp_path))
     assert run_script("peers.py", monkeypatch, *args) == 0
     data = json.loads((tmp_path / "peers_smoke.json").read_text())
+    first = saves[0]  # after jrnn's default row of W1, before anything else was measured
+    assert [(r["library"], r["direction"]) for r in first["rows"]] == [("jrnn default", "fwd"),
+                                                                      ("jrnn default", "fwd+bwd")]
+    assert first["not_run"] == ["W2"] and not first["complete"] and data["complete"]
+    # one save per library (two rows each), then the final one
+    assert [len(s["rows"]) for s in saves] == [*range(2, len(data["rows"]) + 1, 2), len(data["rows"])]
+    assert saves[-2]["rows"] == data["rows"]
     assert (tmp_path / "peers_smoke.png").stat().st_size > 0
     assert set(data["workloads"]) == {"W1", "W2"} and data["not_run"] == []
     assert data["peak"]["peak_gflops"] > 0
