@@ -7,7 +7,7 @@ For each sequence length T it first checks that `rnn_apply(..., mode="parallel")
 final state of `mode="sequential"` (rtol 1e-4) for MinGRU, MinLSTM and LRU, then times the forward pass
 (the sum of the outputs) and forward+backward (`jax.grad` of that sum w.r.t. the params) of eight
 variants: MinGRU, MinLSTM and LRU (N = H complex states) in each mode, MinGRU in `mode="auto"`
-(recording what `jrnn.policy.use_parallel` picked and whether its program is that mode's), and a GRU of
+(recording what `jrnn.policy.linear_scan` picked and whether its program is that mode's), and a GRU of
 the same width in scan mode. B=16, H=128, I=H.
 
 `common.time_jax` times trace, lower and compile apart and records the temp memory (with one call);
@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jrnn
-from jrnn.policy import PARALLEL_MIN_T, use_parallel
+from jrnn.policy import CHUNKED_MIN_T, PARALLEL_MIN_T, linear_scan
 
 PRESETS = {  # calls: interleaved rounds, fewer (3 at least) where they would take over `budget` s
     "full": {"Ts": (64, 256, 1024, 4096, 16384), "B": 16, "H": 128, "calls": 10, "budget": 60.0},
@@ -47,11 +47,14 @@ PRESETS = {  # calls: interleaved rounds, fewer (3 at least) where they would ta
 # name: (cell kind, mode); the GRU runs `rnn_apply(gru, xs)`, the scan.
 VARIANTS = {
     "MinGRU sequential": ("MinGRU", "sequential"),
+    "MinGRU chunked": ("MinGRU", "chunked"),
     "MinGRU parallel": ("MinGRU", "parallel"),
     "MinGRU auto": ("MinGRU", "auto"),
     "MinLSTM sequential": ("MinLSTM", "sequential"),
+    "MinLSTM chunked": ("MinLSTM", "chunked"),
     "MinLSTM parallel": ("MinLSTM", "parallel"),
     "LRU sequential": ("LRU", "sequential"),
+    "LRU chunked": ("LRU", "chunked"),
     "LRU parallel": ("LRU", "parallel"),
     "GRU scan": ("GRU", None),
 }
@@ -73,16 +76,16 @@ def make_fn(direction: str, mode):
 
 
 def check(params: dict, xs) -> dict:
-    """Per linear cell: max abs difference of parallel's `(ys, h_T)` from sequential's, and whether it is
-    within rtol. One jitted program for all of them (compiles add up on two cores)."""
-    def both(params, xs):
-        return {kind: [jrnn.rnn_apply(params[kind], xs, mode=m) for m in ("sequential", "parallel")]
-                for kind in LINEAR}
+    """Per linear cell: max abs difference of the parallel and chunked `(ys, h_T)` from sequential's, and
+    whether it is within rtol. One jitted program for all of them (compiles add up on two cores)."""
+    def all_modes(params, xs):
+        return {kind: [jrnn.rnn_apply(params[kind], xs, mode=m)
+                       for m in ("sequential", "parallel", "chunked")] for kind in LINEAR}
 
     out = {}
-    for kind, (seq, par) in jax.jit(both)(params, xs).items():
-        pairs = [(np.asarray(p), np.asarray(s)) for p, s in zip(jax.tree.leaves(par), jax.tree.leaves(seq),
-                                                                strict=True)]
+    for kind, (seq, *others) in jax.jit(all_modes)(params, xs).items():
+        pairs = [(np.asarray(p), np.asarray(s)) for other in others
+                 for p, s in zip(jax.tree.leaves(other), jax.tree.leaves(seq), strict=True)]
         out[kind] = {"ok": all(np.allclose(p, s, rtol=RTOL, atol=ATOL) for p, s in pairs),
                      "max_abs_err": max(float(np.max(np.abs(p - s))) for p, s in pairs)}
     return out
@@ -145,16 +148,16 @@ def run(preset: dict, calls: int, done=None, every_row: bool = False) -> tuple[l
         for kind, c in check({k: params[k] for k in LINEAR}, xs).items():
             ok[kind] = c["ok"]
             checks.append({"cell": kind, "T": T, **c})
-            print(f"T={T} {kind}: parallel vs sequential max abs err {c['max_abs_err']:.2e}"
+            print(f"T={T} {kind}: parallel and chunked vs sequential max abs err {c['max_abs_err']:.2e}"
                   + ("" if c["ok"] else " MISMATCH"), flush=True)
-        picked = "parallel" if use_parallel(params["MinGRU"], "auto", T) else "sequential"
+        picked = linear_scan(params["MinGRU"], "auto", T) or "sequential"
         same = same_program(params["MinGRU"], xs, "auto", picked)
         for direction in DIRECTIONS:
             print(f"  {direction}", flush=True)
             fns, skipped = {}, {}
             for name, (kind, mode) in VARIANTS.items():
-                if mode == "parallel" and not ok[kind]:
-                    skipped[name] = "parallel outputs differ from sequential"
+                if mode in ("parallel", "chunked") and not ok[kind]:
+                    skipped[name] = f"{mode} outputs differ from sequential"
                 elif mode == "auto" and same:
                     continue  # the picked mode's program: its timing is auto's
                 else:
@@ -205,7 +208,7 @@ def summarize(records: list[dict]) -> dict:
     rows = []
     for (direction, T), by_v in by_row(records).items():
         ms = {v: r["median_ms"] for v, r in by_v.items() if r["status"] == "ok"}
-        modes = {m: ms[f"MinGRU {m}"] for m in ("sequential", "parallel") if f"MinGRU {m}" in ms}
+        modes = {m: ms[f"MinGRU {m}"] for m in ("sequential", "chunked", "parallel") if f"MinGRU {m}" in ms}
         best = min(modes, key=modes.get) if modes else None  # None, and auto {}: a row cut short
         auto = by_v.get("MinGRU auto", {})
         auto_over_best = ratio(ms.get("MinGRU auto"), modes.get(best))
@@ -214,6 +217,8 @@ def summarize(records: list[dict]) -> dict:
             "mingru_speedup_over_gru": ratio(ms.get("GRU scan"), modes[best]),
             "parallel_over_sequential": {k: ratio(ms.get(f"{k} parallel"), ms.get(f"{k} sequential"))
                                          for k in LINEAR},
+            "chunked_over_sequential": {k: ratio(ms.get(f"{k} chunked"), ms.get(f"{k} sequential"))
+                                        for k in LINEAR},
             "auto_picked": auto.get("picked"),
             "auto_same_program_as_picked": auto.get("same_program_as_picked"),
             "auto_over_best": auto_over_best,
@@ -290,10 +295,11 @@ def markdown(data: dict) -> str:
            "interleaved rounds (each round calls every variant of the row once; min in the JSON). ")
         + "Forward: the sum of "
         "the outputs; forward+backward: its gradient w.r.t. the params. `GRU scan`: `rnn_apply(gru, xs)`.",
-        "`MinGRU auto`: `mode=\"auto\"`; (picks m) is `jrnn.policy.use_parallel(cell, \"auto\", T)`, "
-        f"`PARALLEL_MIN_T` = {data['parallel_min_t']}; (= it): its jaxpr is the picked mode's, so that "
+        "`MinGRU auto`: `mode=\"auto\"`; (picks m) is `jrnn.policy.linear_scan(cell, \"auto\", T)`, "
+        f"`PARALLEL_MIN_T` = {data['parallel_min_t']}, `CHUNKED_MIN_T` = {data.get('chunked_min_t')}; "
+        "(= it): its jaxpr is the picked mode's, so that "
         "timing is its own. Best: MinGRU's better mode.",
-        "Parallel outputs and final state were checked against sequential first (rtol "
+        "Parallel and chunked outputs and final state were checked against sequential first (rtol "
         f"{data['rtol']:g}, atol {data['atol']:g}): max abs err "
         + ", ".join(f"{c['cell']} T={c['T']} {c['max_abs_err']:.1e}" for c in data["checks"]) + ".",
         "LRU: N = H complex states, output width I = H.", "",
@@ -303,8 +309,8 @@ def markdown(data: dict) -> str:
         lines += [f"## {title}", "",
                   "| T | " + " | ".join(names)
                   + " | GRU / MinGRU best | " + " | ".join(f"par / seq {k}" for k in LINEAR)
-                  + " | auto / best |",
-                  "|---:|" + "---:|" * (len(names) + 2 + len(LINEAR))]
+                  + " | " + " | ".join(f"chunked / seq {k}" for k in LINEAR) + " | auto / best |",
+                  "|---:|" + "---:|" * (len(names) + 2 + 2 * len(LINEAR))]
         for row in data["summary"]["rows"]:
             if row["direction"] != direction:
                 continue
@@ -317,9 +323,10 @@ def markdown(data: dict) -> str:
                     how += ["= it"] * bool(row["auto_same_program_as_picked"])
                     text += f" ({', '.join(how)})"
                 cells.append(text)
-            pos = row["parallel_over_sequential"]
+            pos, cos = row["parallel_over_sequential"], row.get("chunked_over_sequential", {})
             cells += [f"x{fmt(row['mingru_speedup_over_gru'], '.2f')} ({row['mingru_best_mode']})",
-                      *(fmt(x, ".2f") for x in (*(pos[k] for k in LINEAR), row["auto_over_best"]))]
+                      *(fmt(x, ".2f") for x in (*(pos[k] for k in LINEAR), *(cos.get(k) for k in LINEAR),
+                                                 row["auto_over_best"]))]
             lines.append(f"| {row['T']} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## First call: trace + lower + compile (s)", "",
@@ -391,6 +398,7 @@ def main(argv=None) -> int:
         data = {
             "command": command, "preset": preset_name, "machine": common.machine(), "calls": calls,
             "rtol": RTOL, "atol": ATOL, "parallel_min_t": dict(PARALLEL_MIN_T),
+            "chunked_min_t": dict(CHUNKED_MIN_T),
             "grid": {"Ts": list(preset["Ts"]), "B": preset["B"], "H": preset["H"], "I": preset["H"],
                      "variants": {n: {"cell": k, "mode": m or "scan"} for n, (k, m) in VARIANTS.items()},
                      "directions": list(DIRECTIONS)},

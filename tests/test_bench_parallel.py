@@ -51,8 +51,9 @@ def test_parallel_smoke(tmp_path, monkeypatch):
     assert {(c["cell"], c["T"]) for c in data["checks"]} == {
         (k, T) for k in ("MinGRU", "MinLSTM", "LRU") for T in (4, 16)}
     assert all(c["ok"] for c in data["checks"])
-    variants = ("MinGRU sequential", "MinGRU parallel", "MinGRU auto", "MinLSTM sequential",
-                "MinLSTM parallel", "LRU sequential", "LRU parallel", "GRU scan")
+    variants = ("MinGRU sequential", "MinGRU chunked", "MinGRU parallel", "MinGRU auto", "MinLSTM sequential",
+                "MinLSTM chunked", "MinLSTM parallel", "LRU sequential", "LRU chunked", "LRU parallel",
+                "GRU scan")
     results = data["results"]
     assert {(r["variant"], r["direction"], r["T"]) for r in results} == {
         (v, d, T) for v in variants for d in ("fwd", "fwd+bwd") for T in (4, 16)}
@@ -61,12 +62,13 @@ def test_parallel_smoke(tmp_path, monkeypatch):
         assert {"trace_ms", "lower_ms", "compile_ms", "median_ms", "min_ms", "calls", "temp_bytes"} <= set(r)
         assert 0 < r["min_ms"] <= r["median_ms"]
         if r["variant"] == "MinGRU auto":
-            assert r["picked"] in ("sequential", "parallel") and isinstance(r["same_program_as_picked"], bool)
+            assert r["picked"] in ("sequential", "chunked", "parallel")
+            assert isinstance(r["same_program_as_picked"], bool)
 
     summary = data["summary"]
     assert len(summary["rows"]) == 4 and len(summary["crossover"]) == 6
-    assert {"mingru_speedup_over_gru", "parallel_over_sequential", "auto_picked", "auto_over_best",
-            "auto_ok"} <= set(summary["rows"][0])
+    assert {"mingru_speedup_over_gru", "parallel_over_sequential", "chunked_over_sequential", "auto_picked",
+            "auto_over_best", "auto_ok"} <= set(summary["rows"][0])
     targets = summary["targets"]
     assert targets["mingru_speedup_at_target"]["holds"] is None  # T=4096 is not in the smoke grid
     assert isinstance(targets["auto_within_10pct"]["holds"], bool)
