@@ -9,13 +9,19 @@ from __future__ import annotations
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 
 # `mode="auto"`: the parallel scan from this T on (None: never). On the CPU the sequential scan won at
 # every T measured (bench/parallel.py: associative_scan 1.2-3x slower for training up to T=4096); on an
 # H200 the parallel form was 4.7x faster at T=64.
 PARALLEL_MIN_T = {"cpu": None, "gpu": 64, "tpu": 64}
-# `mode="auto"`: the chunked scan from this T on, where the parallel scan is not taken (None: never).
-CHUNKED_MIN_T = {"cpu": None, "gpu": None, "tpu": None}
+# `mode="auto"`: the chunked scan from this T on, where the parallel scan is not taken (None: never), for
+# real states. `python bench/parallel.py --quick --ts 256,1024,4096,16384` (2-core Intel Xeon, 2026-12-02,
+# bench/results/parallel.md), forward+backward chunked / sequential at T = 256, 1024, 4096, 16384: MinGRU
+# 0.64, 0.82, 0.77, 0.82; MinLSTM 0.64, 0.77, 0.85, 0.95; but the LRU's complex state 1.29, 1.09, 1.07,
+# 1.62 (its arrays are twice as wide and it has no projection to share), so it stays sequential here.
+# Not measured on accelerators, where the parallel scan is taken.
+CHUNKED_MIN_T = {"cpu": 256, "gpu": None, "tpu": None}
 
 
 def default_unroll(width: int, T: int, B: int) -> int:
@@ -53,4 +59,5 @@ def linear_scan(cell, mode: str, T: int, across_devices: bool = False) -> Option
     if threshold is not None and T >= threshold:
         return "parallel"
     chunked = CHUNKED_MIN_T.get(jax.default_backend())
-    return "chunked" if across_devices or (chunked is not None and T >= chunked) else None
+    real = not jnp.issubdtype(cell.state_dtype, jnp.complexfloating)
+    return "chunked" if across_devices or (chunked is not None and T >= chunked and real) else None

@@ -369,8 +369,10 @@ def rnn_apply(params: Params, xs: jax.Array, h0: Optional[State] = None, *,
         sequence by about `sqrt(T)` for about one more forward pass of time.
       mode: "sequential" (scan or unroll, every cell), "parallel" (`jax.lax.associative_scan` over
         the affine steps: cells that declare `linear`, MinGRU, MinLSTM and LRU; `unroll` and `remat`
-        do not apply), or "auto" (the default: parallel for those cells where the backend and `T`
-        favour it, sequential otherwise).
+        do not apply), "chunked" (the same cells: chunks of about `sqrt(T)` steps composed side by
+        side, then carried across, about `3 sqrt(T)` loop iterations instead of `T`), or "auto" (the
+        default: for those cells, parallel or chunked where the backend and `T` favour it, measured
+        in `jrnn/policy.py`; sequential otherwise).
       return_states: return the state after every step instead of the final one (Haiku's
         `return_all_states`): structured as `h0`, each leaf `[..., T, F]` in the layout of `ys`
         (`LSTMState(h, c)` of sequences for an LSTM). A skipped step repeats the state it keeps,

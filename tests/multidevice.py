@@ -8,7 +8,9 @@ import os
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 
 import re  # noqa: E402
+import sys  # noqa: E402
 from functools import partial  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -77,3 +79,10 @@ if __name__ == "__main__":
           reverse=True, mode="parallel")
     for kind, shapes in collectives(grad, args).items():
         print(f"collective {kind}: {len(shapes)} x {sorted(set(shapes))}")
+    # The example trains on sequences split over the same 8 devices.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import sequence_parallel
+
+    losses = sequence_parallel.main(["--steps", "25", "--T", "64"])["losses"]
+    assert losses[-1] < losses[0] / 5, losses
+    print(f"example: loss {losses[0]:.3f} -> {losses[-1]:.4f}")

@@ -24,6 +24,7 @@ def test_split_over_8_devices_equals_one_device():
     assert out.stdout.count("gradients equal one device's") == 2, out.stdout
     # What crosses the devices: the blocks' maps forward, their cotangents and the weight gradients back.
     assert "collective all-reduce: 3 x" in out.stdout and "all-gather" not in out.stdout, out.stdout
+    assert "example: loss" in out.stdout, out.stdout  # examples/sequence_parallel.py trained
 
 
 def test_errors():
