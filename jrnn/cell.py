@@ -49,7 +49,8 @@ class Cell:
       as one product each after the loop. `additive` adds that `activate` depends on `gx + z` only
       (it is then called as `activate(gx + z, None, h)`), which halves what is saved.
     - `linear`: `coefficients(gx) -> (a, b)` with `recur` the affine map `h -> a * h + b` (elementwise;
-      one-array state). Unlocks `mode="parallel"` (`jax.lax.associative_scan`).
+      one-array state). Unlocks `mode="chunked"`, `mode="parallel"` (`jax.lax.associative_scan`) and
+      sequence parallelism (`rnn_apply(..., axis_name=...)`).
     - `has_readout`: `readout(out, x)` maps each step's `out` and input to the output; `rnn_apply`
       applies it after the loop, to all steps at once.
 

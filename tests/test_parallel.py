@@ -97,7 +97,7 @@ def loss_and_grads(p, xs, h0, lengths, resets, mode, reverse):
 
 # Each kind short and long, each direction (tests/test_properties.py crosses T <= 20 against the loop).
 @pytest.mark.parametrize("kind, T, reverse", [
-    ("mingru", 1, False), ("mingru", 1000, True), ("minlstm", 7, True), ("minlstm", 1000, False),
+    ("mingru", 1, False), ("mingru", 300, True), ("minlstm", 7, True), ("minlstm", 300, False),
     ("lru", 2, True), ("lru", 64, False)])
 def test_parallel_equals_sequential(kind, T, reverse):
     p = make(kind, 3, 4)

@@ -120,19 +120,6 @@ def test_check_grads_float64(kind, unroll):
         check_grads(f, (params, xs, h0), order=2, modes=["rev"], atol=1e-6, rtol=1e-6)
 
 
-def test_no_nan_from_padded_steps():
-    params = make("lstm")
-    xs = jnp.zeros((2, 6, params.input_size)).at[1, 3:].set(1e30)  # huge padding
-    lengths = jnp.array([6, 3])
-
-    def loss(params):
-        ys, h = jrnn.rnn_apply(params, xs, lengths=lengths)
-        return jnp.sum(ys) + jnp.sum(h.c)
-
-    grads = jax.grad(loss)(params)
-    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
-
-
 def test_params_are_pytrees_with_static_settings():
     params = make("gru_reset_before")
     leaves, treedef = jax.tree.flatten(params)

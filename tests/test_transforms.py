@@ -38,7 +38,7 @@ def model(kind, composite):
 
 # (kind, composite, rnn_apply options, reference options). Each path of the loop at least once.
 ROWS = {
-    "lstm-cell-derivative-lengths": ("lstm", "cell", dict(unroll=1, lengths=LENGTHS), dict(lengths=LENGTHS)),
+    # The derivative in reverse with lengths in a bidirectional pair (forward and reverse runs).
     "simple-bidirectional-derivative-reverse-unroll3": ("simple", "bidirectional",
                                                         dict(unroll=3, reverse=True, lengths=LENGTHS),
                                                         dict(reverse=True, lengths=LENGTHS)),
@@ -99,8 +99,8 @@ def test_every_transform_equals_the_python_loop(row):
             allclose(got_all[name], want_all[name])
 
 
-@pytest.mark.parametrize("row", ["lstm-cell-derivative-lengths",
-                                 "simple-bidirectional-derivative-reverse-unroll3"])
+@pytest.mark.parametrize("row", ["simple-bidirectional-derivative-reverse-unroll3",
+                                 "mingru-cell-chunked-reverse"])
 def test_vmap_over_the_batch_and_over_params_and_batch(row):
     kind, composite, kw, ref_kw = ROWS[row]
     kw = {k: v for k, v in kw.items() if k != "lengths"}

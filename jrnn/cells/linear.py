@@ -1,7 +1,7 @@
 """What the linear-recurrence cells share: `h_t = a_t * h_{t-1} + b_t`, with `a`, `b` from `x_t` only.
 
 Such a cell declares `linear` and defines `coefficients(gx) -> (a, b)`; `Cell.recur` follows, and so
-does the parallel form: `rnn_apply(..., mode="parallel")` composes the steps with `jax.lax.associative_scan`.
+do the parallel and chunked forms (`rnn_apply(..., mode="parallel")`, `"chunked"`, `jrnn/linear_scan.py`).
 """
 
 from __future__ import annotations
