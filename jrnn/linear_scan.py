@@ -23,7 +23,7 @@ def combine(earlier, later):
     return a1 * a2, a2 * b1 + b2
 
 
-def steps(cell, xs: jax.Array, valid: Optional[jax.Array], resets: Optional[jax.Array],
+def affine_steps(cell, xs: jax.Array, valid: Optional[jax.Array], resets: Optional[jax.Array],
           h_reset: Optional[jax.Array]) -> tuple[jax.Array, jax.Array]:
     """The maps `(a, b)`, each `[..., B, H]`, of `xs [..., B, I]` (any leading time axes), under the rule of
     `jrnn.steps.masked_step`: a skipped step (`valid [..., B]` False) is the identity (`a=1, b=0`), and a
@@ -47,7 +47,7 @@ def run_parallel(cell, xs: jax.Array, h0: jax.Array, *, reverse: bool, valid: Op
     map. With `axis_name`, `xs` is this device's block of a sequence split over that mesh axis (see
     `across_devices`): `h_T` is then the whole sequence's."""
     T = xs.shape[0]
-    a, b = steps(cell, xs, valid, resets, h_reset)  # [T, B, H] each
+    a, b = affine_steps(cell, xs, valid, resets, h_reset)  # [T, B, H] each
     first, last = (T - 1, 0) if reverse else (0, T - 1)
     if axis_name is None:
         b = b.at[first].add(a[first] * h0.astype(a.dtype))
@@ -93,7 +93,7 @@ def run_chunked(cell, xs: jax.Array, h0: jax.Array, *, reverse: bool, valid: Opt
 
     ok = None if valid is None and n * C == T else lay(jnp.ones((T, B), bool) if valid is None else valid,
                                                         False)  # padding to `n * C` steps is skipped
-    a, b = steps(cell, lay(xs, 0), ok, None if resets is None else lay(resets, False), h_reset)
+    a, b = affine_steps(cell, lay(xs, 0), ok, None if resets is None else lay(resets, False), h_reset)
 
     h0 = h0.astype(a.dtype)
     if axis_name is not None:  # this block's map, then the state entering it

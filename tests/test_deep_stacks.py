@@ -73,7 +73,7 @@ def test_deep_rnn_with_skip_connections_matches_haiku():
 
 # ---------------------------------------------------------------------------------------------
 # Against a Python loop over `cell_apply` of the whole stack (which steps the same layers once
-# each): values and gradients, with lengths, reverse, a chunked unroll and remat.
+# each): values and gradients, with lengths, reverse and a chunked unroll.
 
 def _stacks():
     k = jax.random.split(jax.random.key(2), 4)
@@ -84,7 +84,7 @@ def _stacks():
     }
 
 
-@pytest.mark.parametrize("name, kw", [("function_widens", dict(unroll=2, remat=2)),
+@pytest.mark.parametrize("name, kw", [("function_widens", dict(unroll=2)),
                                       ("skip", dict(reverse=True))])
 def test_stack_equals_the_loop_over_cell_apply(name, kw):
     stack = _stacks()[name]

@@ -82,6 +82,11 @@ CASES = {
 }
 
 
+# Where `h_T` (return_states=False) comes from its own place: the fused derivative, the loop with resets,
+# the chunked scan, a composite.
+FINAL = ("lstm_derivative_reverse", "gru_resets_reverse_lengths", "lru_chunked", "stack_bidirectional")
+
+
 def _promotion(name):
     """The example cells broadcast `[H]` weights over the batch, as users write them (conftest forbids it)."""
     return jax.numpy_rank_promotion("allow" if name.startswith("custom") else "raise")
@@ -124,12 +129,12 @@ def _run(name):
 
     with _promotion(name):
         got = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, garbage)
-        return params, xs, kw, got, jax.jit(final)(params, garbage)
+        return params, xs, kw, got, (jax.jit(final)(params, garbage) if name in FINAL else None)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_mask_and_states_equal_the_python_loop(name):
-    params, xs, kw, ((_, (ys, hs)), (gp, gx)), (ys2, h_T) = _run(name)
+    params, xs, kw, ((_, (ys, hs)), (gp, gx)), final = _run(name)
     clean = jnp.where(MASK[..., None], xs, 0.0)
 
     def ref_loss(p, xs):
@@ -142,9 +147,10 @@ def test_mask_and_states_equal_the_python_loop(name):
         _, h_want = _reference(params, clean, kw, states=False)
     close = functools.partial(np.testing.assert_allclose, rtol=2e-5, atol=2e-6)
     close(ys, want)
-    close(ys2, want)
     jax.tree.map(close, hs, states)
-    jax.tree.map(close, h_T, h_want)
+    if final is not None:
+        close(final[0], want)
+        jax.tree.map(close, final[1], h_want)
     for g, w in zip(jax.tree.leaves(gp), jax.tree.leaves(gp_want), strict=True):
         np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(gx, gx_want, rtol=2e-4, atol=2e-5)

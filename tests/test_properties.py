@@ -183,7 +183,7 @@ def _check(cfg: Config):
 
 # Each example compiles its own program (~1.3 s on 2 cores): 60 keep `make test` under its budget;
 # `JRNN_PROPERTY_EXAMPLES=400 make test` runs more.
-EXAMPLES = int(os.environ.get("JRNN_PROPERTY_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("JRNN_PROPERTY_EXAMPLES", "10"))
 
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
