@@ -74,9 +74,9 @@ if __name__ == "__main__":
     mask[1, 8:22] = False  # a hole across three blocks
     grad, args = check("mingru chunked h0 lengths resets mask", jrnn.MinGRU.init(k[0], I, H),
                        jnp.full((B, H), 0.3), lengths=LENGTHS, resets=resets, mask=mask)
-    stack = jrnn.Stack((jrnn.Bidirectional.init(k[1], jrnn.MinLSTM, I, H), jrnn.LRU.init(k[2], 2 * H, H)))
-    check("stack(bidirectional minlstm, lru) parallel reverse lengths", stack, None, lengths=LENGTHS,
-          reverse=True, mode="parallel")
+    pair = jrnn.Bidirectional.init(k[1], jrnn.LRU, I, H, merge="sum")  # both directions, a complex state
+    check("bidirectional lru parallel reverse lengths", pair, None, lengths=LENGTHS, reverse=True,
+          mode="parallel")
     for kind, shapes in collectives(grad, args).items():
         print(f"collective {kind}: {len(shapes)} x {sorted(set(shapes))}")
     # The example trains on sequences split over the same 8 devices.
