@@ -273,6 +273,21 @@ class Stack:
     def output_size(self) -> int:
         return self.widths()[-1]
 
+    # The connections between layers, shared by `run` (whole sequences) and `cell_apply` (one step).
+    def layer_input(self, i: int, inputs: jax.Array, x: jax.Array) -> jax.Array:
+        """What layer `i` takes: the previous output `x`, or with `skip` `[inputs, x]` (`i > 0`)."""
+        return jnp.concatenate([inputs, x.astype(inputs.dtype)], axis=-1) if self.skip and i else x
+
+    def layer_output(self, layer, out: jax.Array, x: jax.Array) -> jax.Array:
+        """A cell layer's output `out` from its input `x`: plus `x` with `residual` where widths agree."""
+        if self.residual and layer.input_size == layer.output_size:
+            return out + x.astype(out.dtype)
+        return out
+
+    def stack_output(self, outs: list, last: jax.Array) -> jax.Array:
+        """Every cell layer's output concatenated with `skip`, else the last layer's."""
+        return jnp.concatenate(outs, axis=-1) if self.skip else last
+
 
 def check_no_functions(stack: Stack, where: str) -> None:
     """Raises `ValueError` for a `Stack` holding a function layer, which `where` (a framework) cannot hold."""
@@ -349,19 +364,18 @@ def run(params: Params, xs: jax.Array, h0, *, k: int, reverse: bool, valid: Opti
                 xs = zero(layer.fn(xs))
                 states.append(None)
                 continue
-            if params.skip and i:
-                xs = jnp.concatenate([inputs, xs.astype(inputs.dtype)], axis=-1)
+            xs = params.layer_input(i, inputs, xs)
             kl, kd = (None, None) if kl is None else jax.random.split(kl)
             ys, h = run(layer, xs, h, reverse=reverse, key=kl, reset_state=sub(i), **kw)
-            if params.residual and layer.input_size == layer.output_size:
-                ys = zero(ys + xs.astype(ys.dtype))
+            if params.residual:
+                ys = zero(params.layer_output(layer, ys, xs))
             outs.append(ys)
             if i < len(params.layers) - 1:
                 m = _mask(kd, dropout.layer, ys.shape, ys.dtype)
                 ys = ys if m is None else ys * m
             xs = ys
             states.append(h)
-        return (jnp.concatenate(outs, axis=-1) if params.skip else xs), tuple(states)
+        return params.stack_output(outs, xs), tuple(states)
     T, B, _ = xs.shape
     k_in, k_rec = (None, None) if key is None else jax.random.split(key)
     if resets is not None:

@@ -287,16 +287,12 @@ def cell_apply(params: Union[Cell, Stack], x: jax.Array, h: State, *, reset: Opt
                 x = layer.fn(x)
                 states.append(None)
                 continue
-            if params.skip and i:
-                x = jnp.concatenate([inputs, x.astype(inputs.dtype)], axis=-1)
+            x = params.layer_input(i, inputs, x)
             out, hi = layer.recur(layer.project(x), hi)
-            out = layer.readout(out, x)
-            if params.residual and layer.input_size == layer.output_size:
-                out = out + x.astype(out.dtype)
-            x = out
-            outs.append(out)
+            x = params.layer_output(layer, layer.readout(out, x), x)
+            outs.append(x)
             states.append(hi)
-        return (jnp.concatenate(outs, axis=-1) if params.skip else x), tuple(states)
+        return params.stack_output(outs, x), tuple(states)
     out, h = params.recur(params.project(x), h)
     out = _unflatten(params.readout(out, x), params.output_shape)  # a cell here, never a Stack
     return out, jax.tree.map(lambda a: _unflatten(a, params.state_shape), h)
